@@ -1,0 +1,74 @@
+"""Turn ``polypseg test`` into a report folder (and MLflow artifacts)."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+
+import lightning as L
+import pandas as pd
+from lightning.pytorch.loggers import MLFlowLogger
+
+from polypseg.evaluation.report import write_report
+
+
+def git_sha() -> str:
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+class TestReport(L.Callback):
+    """Writes ``metrics.json``, ``per_image.csv`` and plots of the test split into ``output_dir/<time>``."""
+
+    def __init__(self, output_dir: str = "reports", worst_k: int = 8):
+        self.output_dir, self.worst_k = Path(output_dir), worst_k
+        self.run_dir: Path | None = None
+
+    def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        records = pl_module.test_records
+        if not records or not trainer.is_global_zero:
+            return
+        dm = trainer.datamodule
+        frame = dm.frame("test")
+        probabilities = {frame.name.iloc[r["index"]]: r.pop("probability") for r in records}
+        per_image = pd.DataFrame(records)
+        per_image = (
+            frame.iloc[per_image["index"]]
+            .reset_index(drop=True)[["name", "image", "mask", "width", "height", "mask_fraction"]]
+            .join(per_image.drop(columns=["index"]))
+        )
+        context = {
+            "checkpoint": str(trainer.ckpt_path) if trainer.ckpt_path else None,
+            "split_file": dm.split_file,
+            "data_root": str(dm.root),
+            "threshold": float(pl_module.threshold),
+            "tta": bool(pl_module.tta),
+            "image_size": pl_module.image_size,
+            "resolution": "original (probabilities resized back, then thresholded)",
+            "git_sha": git_sha(),
+        }
+        self.run_dir = self.output_dir / time.strftime("test-%Y%m%d-%H%M%S")
+        paths = write_report(
+            per_image,
+            self.run_dir,
+            context,
+            probabilities,
+            dm.root,
+            float(pl_module.threshold),
+            self.worst_k,
+        )
+        for logger in trainer.loggers:
+            if isinstance(logger, MLFlowLogger):
+                for path in paths:
+                    logger.experiment.log_artifact(
+                        logger.run_id, str(path), artifact_path="test_report"
+                    )
+        dice = per_image.dice
+        print(
+            f"test mDice {dice.mean():.4f} mIoU {per_image.iou.mean():.4f} on {len(dice)} images; report: {self.run_dir.resolve()}"
+        )

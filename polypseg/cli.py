@@ -1,0 +1,102 @@
+"""The ``polypseg`` command.
+
+``fit | validate | test | predict`` are LightningCLI (YAML configs, ``class_path``/``init_args``);
+``data``, ``export``, ``infer``, ``tune-threshold``, ``serve`` and ``demo`` are plain functions
+exposed with jsonargparse, each living in the package folder of its step. Heavy imports happen
+inside the branch that needs them, so ``polypseg serve`` starts without loading Lightning.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+# Lightning's MLFlowLogger reads MLFLOW_TRACKING_URI as its default when first imported; mlflow 3
+# refuses the old ./mlruns file store, so the embedded default is a local SQLite database.
+os.environ.setdefault("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+LIGHTNING_COMMANDS = {"fit", "validate", "test", "predict"}
+USAGE = """usage: polypseg COMMAND [options]
+  fit | validate | test | predict   LightningCLI, e.g. polypseg fit --config configs/unet.yaml
+  data download | import | prepare | split    get and validate Kvasir-SEG, make splits
+  export           checkpoint -> ONNX (+ int8), parity-checked
+  infer            ONNX model over a folder of images -> masks at original resolution
+  tune-threshold   pick the mask threshold on the validation split, store it in a checkpoint
+  serve | demo     LitServe HTTP API | Gradio demo page
+Each command takes --help."""
+
+
+def lightning_main(args: list[str] | None = None):
+    """LightningCLI over PolypSegModule and KvasirSegDataModule."""
+    from lightning.pytorch.cli import LightningCLI
+
+    from polypseg.callbacks.config_logging import SaveConfigToMLflow
+    from polypseg.data.datamodule import KvasirSegDataModule
+    from polypseg.models.module import PolypSegModule
+
+    class PolypSegCLI(LightningCLI):
+        def add_arguments_to_parser(self, parser) -> None:
+            parser.link_arguments("data.image_size", "model.image_size")
+
+    return PolypSegCLI(
+        PolypSegModule,
+        KvasirSegDataModule,
+        save_config_callback=SaveConfigToMLflow,
+        save_config_kwargs={"overwrite": True},
+        auto_configure_optimizers=False,
+        args=args,
+    )
+
+
+def tool_commands() -> dict:
+    """Name -> function of the non-Lightning subcommands (imported only when one is run)."""
+    from polypseg.data import commands as data
+    from polypseg.evaluation.threshold import tune_threshold
+    from polypseg.inference.infer import infer
+    from polypseg.inference.onnx import export_checkpoint
+    from polypseg.serving.api import serve
+    from polypseg.serving.demo import demo
+
+    return {
+        "data": {
+            "download": data.download,
+            "import": data.import_dataset,
+            "prepare": data.prepare,
+            "split": data.split,
+        },
+        "export": export_checkpoint,
+        "infer": infer,
+        "tune-threshold": tune_threshold,
+        "serve": serve,
+        "demo": demo,
+    }
+
+
+def _light_commands(name: str) -> dict:
+    """Serving commands without importing training code (fast start, small workers)."""
+    if name == "serve":
+        from polypseg.serving.api import serve
+
+        return {"serve": serve}
+    if name == "demo":
+        from polypseg.serving.demo import demo
+
+        return {"demo": demo}
+    return tool_commands()
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in LIGHTNING_COMMANDS:
+        lightning_main(None if argv == sys.argv[1:] else argv)
+    elif not argv or argv[0] in {"-h", "--help"}:
+        print(USAGE)
+    else:
+        from jsonargparse import auto_cli
+
+        auto_cli(_light_commands(argv[0]), args=argv, as_positional=False)
+
+
+if __name__ == "__main__":
+    main()

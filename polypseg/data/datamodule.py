@@ -1,0 +1,144 @@
+"""LightningDataModule over Kvasir-SEG (or any images/ + masks/ folder) and a ``name,split`` CSV."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import albumentations as A
+import lightning as L
+import pandas as pd
+from torch.utils.data import DataLoader
+
+from polypseg.data.augment import compose, default_train_transforms
+from polypseg.data.dataset import SegmentationDataset, collate, load_resized
+from polypseg.data.manifest import (
+    SPLITS,
+    ManifestSchema,
+    attach_split,
+    read_split,
+    scan_samples,
+    validate,
+)
+from polypseg.data.splits import carve_validation
+
+log = logging.getLogger(__name__)
+DATA_ROOT_ENV = "POLYPSEG_DATA_ROOT"
+DEFAULT_DATA_ROOT = "data/kvasir-seg"
+DEFAULT_SPLIT = "data/splits/kvasir_seg_70_15_15.csv"
+
+
+def resolve_data_root(data_root: str | None) -> Path:
+    """Explicit value, else ``$POLYPSEG_DATA_ROOT``, else ``data/kvasir-seg``."""
+    return Path(data_root or os.environ.get(DATA_ROOT_ENV) or DEFAULT_DATA_ROOT)
+
+
+class KvasirSegDataModule(L.LightningDataModule):
+    """Kvasir-SEG splits as resized, augmented batches.
+
+    Args:
+        data_root: folder with ``images/`` and ``masks/``; default ``$POLYPSEG_DATA_ROOT`` or
+            ``data/kvasir-seg``.
+        split_file: ``name,split`` CSV (``train``/``val``/``test``); ``None`` makes every sample a
+            test sample, which is how a foreign folder is evaluated.
+        image_size: square side the network sees.
+        val_fraction: part of ``train`` carved out as ``val`` when the split file has no ``val``
+            (published 900/100 and 880/120 splits).
+        train_transforms: albumentations transforms for training; ``None`` = the defaults of
+            :func:`polypseg.data.augment.default_train_transforms`, ``[]`` = none.
+        limit_per_split: keep only the first N samples (by name) of each split, for smoke runs.
+        predict_split: split served by ``predict_dataloader``.
+        cache_dir: where resized samples are cached; ``None`` disables the cache.
+    """
+
+    def __init__(
+        self,
+        data_root: str | None = None,
+        split_file: str | None = DEFAULT_SPLIT,
+        image_size: int = 256,
+        batch_size: int = 8,
+        eval_batch_size: int = 16,
+        num_workers: int = 0,
+        val_fraction: float = 0.1,
+        train_transforms: list[A.BasicTransform] | None = None,
+        limit_per_split: int | None = None,
+        predict_split: str = "test",
+        cache_dir: str | None = ".cache/polypseg",
+        seed: int = 42,
+    ):
+        super().__init__()
+        self.save_hyperparameters(ignore=["train_transforms"])
+        self.root = resolve_data_root(data_root)
+        self.split_file, self.image_size = split_file, image_size
+        self.batch_size, self.eval_batch_size, self.num_workers = (
+            batch_size,
+            eval_batch_size,
+            num_workers,
+        )
+        self.val_fraction, self.limit_per_split, self.seed = val_fraction, limit_per_split, seed
+        self.predict_split, self.cache_dir = predict_split, cache_dir
+        self.train_transforms = (
+            default_train_transforms() if train_transforms is None else train_transforms
+        )
+        self.manifest: pd.DataFrame | None = None
+        self.datasets: dict[str, SegmentationDataset] = {}
+
+    def build_manifest(self) -> pd.DataFrame:
+        samples = scan_samples(self.root)
+        if self.split_file is None:
+            return validate(samples.assign(split="test"), ManifestSchema, str(self.root))
+        manifest = attach_split(samples, read_split(self.split_file), self.split_file)
+        carved = carve_validation(
+            manifest[["name", "split"]], manifest, self.val_fraction, self.seed
+        )
+        manifest = manifest.assign(split=carved.split.to_numpy())
+        if self.limit_per_split:
+            manifest = manifest.sort_values("name").groupby("split").head(self.limit_per_split)
+        return manifest.reset_index(drop=True)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.manifest is not None:
+            return
+        self.manifest = self.build_manifest()
+        samples = load_resized(self.manifest, self.root, self.image_size, self.cache_dir)
+        for split in SPLITS:
+            frame = self.manifest[self.manifest.split == split]
+            self.datasets[split] = SegmentationDataset(
+                frame,
+                samples,
+                self.root,
+                transform=compose(self.train_transforms) if split == "train" else None,
+                original_masks=split == "test" or split == self.predict_split,
+            )
+        log.info("data %s: %s", self.root, {k: len(v) for k, v in self.datasets.items()})
+
+    def _loader(self, split: str, train: bool = False) -> DataLoader:
+        dataset = self.datasets[split]
+        if len(dataset) == 0:
+            raise ValueError(f"{self.split_file}: split '{split}' has no samples")
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size if train else self.eval_batch_size,
+            shuffle=train,
+            drop_last=train and len(dataset) > self.batch_size,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            collate_fn=collate,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test")
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader(self.predict_split)
+
+    def frame(self, split: str) -> pd.DataFrame:
+        """Manifest rows of ``split`` in dataloader order (``batch['index']`` indexes it)."""
+        return self.datasets[split].frame

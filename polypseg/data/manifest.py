@@ -1,0 +1,224 @@
+"""The manifest: one validated row per sample, the only way data enters training and evaluation.
+
+Checks that need pixels (pairing, decoding, sizes, binary masks) run while the manifest is built;
+table rules (types, ranges, uniqueness, split names) are a Pandera schema. Every problem is
+collected and reported at once, naming the file and the rule broken.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pandera.pandas as pa
+from pandera.typing import Series
+
+from polypseg.data.io import (
+    ImageReadError,
+    atomic_path,
+    list_images,
+    read_gray,
+    read_rgb,
+    sha256_file,
+)
+from polypseg.inference.processing import MASK_THRESHOLD_U8
+
+SPLITS = ("train", "val", "test")
+MAX_AMBIGUOUS_MASK_FRACTION = 0.01
+"""A real (JPEG) mask has almost no mid-gray pixels; more than 1% in [64, 191] is not a mask."""
+
+
+class DataValidationError(ValueError):
+    """Raised with every problem found, one per line, each naming its file and rule."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        shown = "\n".join(f"  - {p}" for p in problems[:50])
+        more = f"\n  ... and {len(problems) - 50} more" if len(problems) > 50 else ""
+        super().__init__(f"{len(problems)} data problem(s):\n{shown}{more}")
+
+
+class SampleSchema(pa.DataFrameModel):
+    """Facts of one image/mask pair, paths relative to the data root."""
+
+    name: Series[str] = pa.Field(unique=True, str_length={"min_value": 1})
+    image: Series[str]
+    mask: Series[str]
+    width: Series[int] = pa.Field(gt=0)
+    height: Series[int] = pa.Field(gt=0)
+    mask_fraction: Series[float] = pa.Field(ge=0.0, le=1.0)
+    sha256: Series[str] = pa.Field(unique=True, str_matches=r"^[0-9a-f]{64}$")
+    mask_sha256: Series[str] = pa.Field(str_matches=r"^[0-9a-f]{64}$")
+
+    class Config:
+        strict = True
+        coerce = True
+
+
+class SplitSchema(pa.DataFrameModel):
+    """A split CSV: each sample named once, in one of the known splits."""
+
+    name: Series[str] = pa.Field(unique=True, str_length={"min_value": 1})
+    split: Series[str] = pa.Field(isin=list(SPLITS))
+
+    class Config:
+        strict = "filter"
+        coerce = True
+
+
+class ManifestSchema(SampleSchema):
+    split: Series[str] = pa.Field(isin=list(SPLITS))
+
+
+def _schema_problems(exc: pa.errors.SchemaErrors, source: str) -> list[str]:
+    problems = []
+    for row in exc.failure_cases.itertuples():
+        where = f"column '{row.column}'" if row.column is not None else "table"
+        value = "" if pd.isna(row.failure_case) else f" (value {row.failure_case!r})"
+        problems.append(f"{source}: {where} breaks rule {row.check}{value}")
+    return problems
+
+
+def validate(frame: pd.DataFrame, schema: type[pa.DataFrameModel], source: str) -> pd.DataFrame:
+    """Validate ``frame`` against ``schema``; on failure raise DataValidationError naming ``source``."""
+    try:
+        return schema.validate(frame, lazy=True)
+    except pa.errors.SchemaErrors as exc:
+        raise DataValidationError(_schema_problems(exc, source)) from None
+
+
+def _mask_facts(mask_path: Path) -> tuple[tuple[int, int], float, float]:
+    mask = read_gray(mask_path)
+    ambiguous = float(((mask >= 64) & (mask <= 191)).mean())
+    return mask.shape, float((mask > MASK_THRESHOLD_U8).mean()), ambiguous
+
+
+def scan_samples(
+    root: str | Path, images_dir: str = "images", masks_dir: str = "masks"
+) -> pd.DataFrame:
+    """Read every image/mask pair under ``root`` and return validated per-sample facts."""
+    root = Path(root)
+    problems: list[str] = []
+    folders = {"images": root / images_dir, "masks": root / masks_dir}
+    for kind, folder in folders.items():
+        if not folder.is_dir():
+            problems.append(f"{folder}: {kind} folder does not exist")
+    if problems:
+        raise DataValidationError(problems)
+    images, masks = list_images(folders["images"]), list_images(folders["masks"])
+    problems += [
+        f"{images[n]}: image has no mask in {folders['masks']}"
+        for n in images.keys() - masks.keys()
+    ]
+    problems += [
+        f"{masks[n]}: mask has no image in {folders['images']}"
+        for n in masks.keys() - images.keys()
+    ]
+    rows = []
+    for name in sorted(images.keys() & masks.keys()):
+        image_path, mask_path = images[name], masks[name]
+        try:
+            image_hw = read_rgb(image_path).shape[:2]  # full decode catches truncation
+            mask_hw, fraction, ambiguous = _mask_facts(mask_path)
+        except ImageReadError as exc:
+            problems.append(str(exc))
+            continue
+        if image_hw != mask_hw:
+            problems.append(
+                f"{mask_path}: mask size {mask_hw[1]}x{mask_hw[0]} differs from image size "
+                f"{image_hw[1]}x{image_hw[0]}"
+            )
+            continue
+        if ambiguous > MAX_AMBIGUOUS_MASK_FRACTION:
+            problems.append(
+                f"{mask_path}: mask is not binary after thresholding at {MASK_THRESHOLD_U8}: "
+                f"{ambiguous:.1%} of pixels are mid-gray (64..191), at most "
+                f"{MAX_AMBIGUOUS_MASK_FRACTION:.0%} allowed"
+            )
+            continue
+        rows.append(
+            {
+                "name": name,
+                "image": image_path.relative_to(root).as_posix(),
+                "mask": mask_path.relative_to(root).as_posix(),
+                "width": image_hw[1],
+                "height": image_hw[0],
+                "mask_fraction": fraction,
+                "sha256": sha256_file(image_path),
+                "mask_sha256": sha256_file(mask_path),
+            }
+        )
+    frame = pd.DataFrame(rows, columns=list(SampleSchema.to_schema().columns))
+    duplicated = frame[frame.duplicated("sha256", keep=False)]
+    for _, group in duplicated.groupby("sha256"):
+        problems.append(
+            f"{root / group.image.iloc[0]}: duplicate content of {', '.join(group.image.iloc[1:])}"
+        )
+    if problems:
+        raise DataValidationError(sorted(problems))
+    return validate(frame.astype({"width": int, "height": int}), SampleSchema, str(root))
+
+
+def read_split(path: str | Path) -> pd.DataFrame:
+    """Read and validate a ``name,split`` CSV."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataValidationError([f"{path}: split file does not exist"])
+    frame = pd.read_csv(path, dtype=str)
+    missing = {"name", "split"} - set(frame.columns)
+    if missing:
+        raise DataValidationError([f"{path}: missing column(s) {sorted(missing)}; need name,split"])
+    twice = frame[frame.duplicated("name", keep=False)]
+    if len(twice):
+        return _raise_twice(path, twice)
+    return validate(frame, SplitSchema, str(path))
+
+
+def _raise_twice(path: Path, twice: pd.DataFrame):
+    problems = [
+        f"{path}: sample '{name}' is listed {len(g)} times (splits {', '.join(g.split)}); a sample belongs to one split"
+        for name, g in twice.groupby("name")
+    ]
+    raise DataValidationError(problems)
+
+
+def attach_split(samples: pd.DataFrame, split: pd.DataFrame, split_source: str) -> pd.DataFrame:
+    """Join facts and split; every split name must exist, samples missing from the split are dropped."""
+    unknown = sorted(set(split.name) - set(samples.name))
+    if unknown:
+        raise DataValidationError(
+            [f"{split_source}: sample '{n}' is not in the data folder" for n in unknown]
+        )
+    manifest = samples.merge(split[["name", "split"]], on="name", how="inner")
+    return validate(manifest, ManifestSchema, split_source)
+
+
+def build_manifest(root: str | Path, split_file: str | Path | None) -> pd.DataFrame:
+    """Facts + split. Without a split file every sample is a test sample (evaluating a folder)."""
+    samples = scan_samples(root)
+    if split_file is None:
+        return validate(samples.assign(split="test"), ManifestSchema, str(root))
+    return attach_split(samples, read_split(split_file), str(split_file))
+
+
+def write_manifest(manifest: pd.DataFrame, path: str | Path, root: str | Path) -> Path:
+    """Write CSV atomically, plus a small JSON sidecar with the data root and counts."""
+    validate(manifest, ManifestSchema, str(path))
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        manifest.to_csv(tmp, index=False, float_format="%.6f")
+    info = {"root": str(Path(root).resolve()), "counts": manifest.split.value_counts().to_dict()}
+    with atomic_path(path.with_suffix(".json")) as tmp:
+        tmp.write_text(json.dumps(info, indent=2) + "\n")
+    return path
+
+
+def read_manifest(path: str | Path) -> pd.DataFrame:
+    return validate(pd.read_csv(path, dtype={"name": str, "split": str}), ManifestSchema, str(path))
+
+
+def size_bins(fractions: pd.Series | np.ndarray, bins: int = 3) -> np.ndarray:
+    """Polyp-size class (0 = small … bins-1 = large) by quantiles of the mask area fraction."""
+    return pd.qcut(np.asarray(fractions), q=bins, labels=False, duplicates="drop").astype(int)

@@ -1,0 +1,305 @@
+"""Export a trained module to one self-contained ONNX file with metadata, check parity, quantize.
+
+The exported graph is ``InferenceNetwork``: RGB in [0, 1], shape (N, 3, S, S) with a dynamic
+batch axis -> polyp probability (N, 1, S, S). Normalisation and sigmoid are inside the graph; the
+metadata key ``polypseg`` holds JSON with everything else inference needs (``processing``: size,
+mean/std, threshold, class names) and provenance (version, git SHA, config digest, metrics).
+
+The TorchScript-based exporter (``dynamo=False``) is used on purpose: it writes one file without
+an external-data sidecar, needs no onnxscript, and handles timm's TF "same" padding.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+
+import polypseg
+from polypseg.data.io import atomic_path
+from polypseg.inference.predictor import METADATA_KEY, OnnxPredictor
+from polypseg.inference.processing import to_network_input
+
+log = logging.getLogger(__name__)
+OPSET = 17
+INPUT_NAME, OUTPUT_NAME = "image", "probability"
+
+
+class ExportError(RuntimeError):
+    """The exported model disagrees with PyTorch or loses too much accuracy; nothing was written."""
+
+
+@dataclass
+class ParityReport:
+    max_abs_diff: float
+    mask_dice: float
+    images: int
+
+    def to_dict(self) -> dict:
+        return {
+            "max_abs_diff": self.max_abs_diff,
+            "mask_dice": self.mask_dice,
+            "images": self.images,
+        }
+
+
+def config_digest(config: dict | str | None) -> str | None:
+    if config is None:
+        return None
+    text = config if isinstance(config, str) else json.dumps(config, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def build_metadata(module, extra: dict | None = None) -> dict:
+    from polypseg.callbacks.report import git_sha
+
+    hparams = {k: v for k, v in module.hparams.items() if not k.startswith("_")}
+    return {
+        "processing": module.processing.to_dict(),
+        "input": {
+            "name": INPUT_NAME,
+            "layout": "NCHW",
+            "dtype": "float32",
+            "range": [0, 1],
+            "color": "RGB",
+            "normalization": "inside the graph",
+        },
+        "output": {"name": OUTPUT_NAME, "meaning": "polyp probability per pixel"},
+        "polypseg_version": polypseg.__version__,
+        "git_sha": git_sha(),
+        "config_digest": config_digest(hparams),
+        "opset": OPSET,
+        **(extra or {}),
+    }
+
+
+def _set_metadata(path: Path, metadata: dict) -> None:
+    model = onnx.load(str(path))
+    del model.metadata_props[:]
+    entry = model.metadata_props.add()
+    entry.key, entry.value = METADATA_KEY, json.dumps(metadata, default=str)
+    model.producer_name, model.doc_string = (
+        "polypseg",
+        "Polyp segmentation. Research use only, NOT FOR CLINICAL USE.",
+    )
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+
+
+def _dice(a: np.ndarray, b: np.ndarray) -> float:
+    inter, total = np.logical_and(a, b).sum(), a.sum() + b.sum()
+    return 1.0 if total == 0 else float(2 * inter / total)
+
+
+def parity(module, onnx_path: Path, images: Sequence[np.ndarray]) -> ParityReport:
+    """onnxruntime vs PyTorch on resized RGB uint8 images: max |Δp| and Dice of the two masks."""
+    batch = to_network_input(list(images))
+    with torch.no_grad():
+        reference = module.inference_network()(torch.from_numpy(batch))[:, 0].numpy()
+    got = OnnxPredictor(onnx_path).run(batch)
+    threshold = float(module.threshold)
+    return ParityReport(
+        float(np.abs(got - reference).max()),
+        _dice(got > threshold, reference > threshold),
+        len(images),
+    )
+
+
+def export_onnx(
+    module,
+    out: str | Path,
+    parity_images: Sequence[np.ndarray],
+    tolerance: float = 1e-3,
+    extra_metadata: dict | None = None,
+) -> ParityReport:
+    """Write ``out`` only if ONNX matches PyTorch within ``tolerance`` on ``parity_images``."""
+    out = Path(out)
+    module = module.cpu().eval()
+    net = module.inference_network()
+    dummy = torch.rand(1, 3, module.image_size, module.image_size)
+    with atomic_path(out) as tmp:
+        torch.onnx.export(
+            net,
+            (dummy,),
+            str(tmp),
+            dynamo=False,
+            opset_version=OPSET,
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+        )
+        metadata = build_metadata(module, extra_metadata)
+        _set_metadata(tmp, metadata)
+        report = parity(module, tmp, parity_images)
+        if report.max_abs_diff > tolerance:
+            raise ExportError(
+                f"{out}: ONNX/PyTorch probabilities differ by {report.max_abs_diff:.2e} > tolerance {tolerance:.0e}; not written"
+            )
+        metadata["parity"] = report.to_dict()
+        _set_metadata(tmp, metadata)
+    log.info("exported %s (%.1f MB): parity %s", out, os.path.getsize(out) / 1e6, report)
+    return report
+
+
+def mean_dice(
+    predictor: OnnxPredictor, samples: Iterable[tuple[np.ndarray, np.ndarray]], batch: int = 16
+) -> float:
+    """Mean per-image Dice at the network resolution over (resized image, {0,1} mask) pairs."""
+    scores, pending = [], list(samples)
+    threshold = predictor.processing.threshold
+    for start in range(0, len(pending), batch):
+        chunk = pending[start : start + batch]
+        prob = predictor.run(to_network_input([im for im, _ in chunk]))
+        scores += [
+            _dice(p > threshold, m.astype(bool)) for p, (_, m) in zip(prob, chunk, strict=True)
+        ]
+    return float(np.mean(scores))
+
+
+def quantize_int8(
+    fp32_path: str | Path,
+    out: str | Path,
+    calibration: Sequence[np.ndarray],
+    validation: Sequence[tuple[np.ndarray, np.ndarray]],
+    max_dice_drop: float = 0.005,
+) -> dict:
+    """Static QDQ int8 quantization calibrated on training images; refused past ``max_dice_drop``."""
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.batches = iter([{INPUT_NAME: to_network_input(im)} for im in calibration])
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    out = Path(out)
+    fp32 = OnnxPredictor(fp32_path)
+    with tempfile.TemporaryDirectory() as work, atomic_path(out) as tmp:
+        pre = Path(work) / "pre.onnx"
+        quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
+        quantize_static(
+            str(pre),
+            str(tmp),
+            Reader(),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+        )
+        metadata = dict(fp32.metadata)
+        _set_metadata(tmp, metadata)
+        int8 = OnnxPredictor(tmp)
+        result = {
+            "fp32_val_dice": mean_dice(fp32, validation),
+            "int8_val_dice": mean_dice(int8, validation),
+        }
+        result["dice_drop"] = result["fp32_val_dice"] - result["int8_val_dice"]
+        if result["dice_drop"] > max_dice_drop:
+            raise ExportError(
+                f"{out}: int8 loses {result['dice_drop']:.4f} val Dice > allowed {max_dice_drop}; not written"
+            )
+        _set_metadata(tmp, {**metadata, "quantization": {"type": "int8 static QDQ", **result}})
+    return result
+
+
+def load_module(checkpoint: str | Path):
+    """A PolypSegModule from a checkpoint written by ``polypseg fit`` (network config included)."""
+    from polypseg.models.module import PolypSegModule
+
+    if not Path(checkpoint).is_file():
+        raise FileNotFoundError(f"{checkpoint}: no such checkpoint")
+    return PolypSegModule.load_from_checkpoint(checkpoint, map_location="cpu").eval()
+
+
+def datamodule_from_checkpoint(
+    checkpoint: str | Path, data_root: str | None = None, split_file: str | None = None
+):
+    """The checkpoint's own data configuration (resized-sample cache included), optionally re-rooted."""
+    from polypseg.data.datamodule import KvasirSegDataModule
+
+    hparams = dict(
+        torch.load(checkpoint, map_location="cpu", weights_only=False).get(
+            "datamodule_hyper_parameters", {}
+        )
+    )
+    hparams = {k: v for k, v in hparams.items() if not k.startswith("_")}
+    if data_root:
+        hparams["data_root"] = data_root
+    if split_file:
+        hparams["split_file"] = split_file
+    hparams["limit_per_split"] = None
+    datamodule = KvasirSegDataModule(**hparams)
+    datamodule.setup("validate")
+    return datamodule
+
+
+def resized_pairs(
+    datamodule, split: str, limit: int | None = None
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    dataset = datamodule.datasets[split]
+    rows = dataset.rows[:limit] if limit else dataset.rows
+    return [
+        (np.asarray(dataset.samples.images[r]), np.asarray(dataset.samples.masks[r])) for r in rows
+    ]
+
+
+def export_checkpoint(
+    ckpt: str,
+    out: str = "models/polypseg.onnx",
+    data_root: str | None = None,
+    int8: bool = False,
+    max_dice_drop: float = 0.005,
+    parity_images: int = 16,
+    tolerance: float = 1e-3,
+    calibration_images: int = 64,
+) -> dict:
+    """Export ``ckpt`` to ``out`` (+ ``*.int8.onnx`` with ``int8``); parity-checked on real val images."""
+    module = load_module(ckpt)
+    datamodule = datamodule_from_checkpoint(ckpt, data_root)
+    val = resized_pairs(datamodule, "val")
+    extra = {"checkpoint": str(ckpt), "val_metrics": {"val/dice": mean_dice_torch(module, val)}}
+    report = export_onnx(module, out, [im for im, _ in val[:parity_images]], tolerance, extra)
+    result = {"onnx": str(out), "parity": report.to_dict(), **extra}
+    print(
+        f"wrote {out}: parity max|Δp| {report.max_abs_diff:.2e}, mask Dice {report.mask_dice:.4f}"
+    )
+    if int8:
+        calibration = [im for im, _ in resized_pairs(datamodule, "train", calibration_images)]
+        int8_out = Path(out).with_suffix(".int8.onnx")
+        result["int8"] = {
+            "onnx": str(int8_out),
+            **quantize_int8(out, int8_out, calibration, val, max_dice_drop),
+        }
+        print(f"wrote {int8_out}: val Dice drop {result['int8']['dice_drop']:+.4f}")
+    return result
+
+
+def mean_dice_torch(
+    module, pairs: Sequence[tuple[np.ndarray, np.ndarray]], batch: int = 16
+) -> float:
+    """Mean per-image val Dice of the PyTorch module at network resolution (for the metadata)."""
+    net, threshold, scores = module.inference_network(), float(module.threshold), []
+    with torch.no_grad():
+        for start in range(0, len(pairs), batch):
+            chunk = pairs[start : start + batch]
+            prob = net(torch.from_numpy(to_network_input([im for im, _ in chunk])))[:, 0].numpy()
+            scores += [
+                _dice(p > threshold, m.astype(bool)) for p, (_, m) in zip(prob, chunk, strict=True)
+            ]
+    return float(np.mean(scores))

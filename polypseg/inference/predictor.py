@@ -1,0 +1,81 @@
+"""The one inference path: an onnxruntime session plus the shared pre/post-processing.
+
+Used by batch prediction of a folder, the LitServe API and the Gradio demo. Session options for a
+small CPU: intra-op threads = physical cores (2 here), one inter-op thread, sequential execution and
+all graph optimisations; more threads than cores only adds contention.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from polypseg.inference.processing import Processing, postprocess, preprocess, resize_probabilities
+
+METADATA_KEY = "polypseg"
+
+
+@dataclass
+class Prediction:
+    probability: np.ndarray  # (H, W) float32 at the original resolution
+    mask: np.ndarray  # (H, W) uint8 {0, 1}
+    threshold: float
+
+
+def session_options(threads: int | None = None) -> ort.SessionOptions:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or min(os.cpu_count() or 1, 4)
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return options
+
+
+def read_metadata(session: ort.InferenceSession) -> dict:
+    raw = session.get_modelmeta().custom_metadata_map
+    if METADATA_KEY not in raw:
+        raise ValueError(
+            f"ONNX model has no '{METADATA_KEY}' metadata; export it with `polypseg export`"
+        )
+    return json.loads(raw[METADATA_KEY])
+
+
+class OnnxPredictor:
+    """Probabilities and masks at the original image resolution from an exported polypseg model."""
+
+    def __init__(self, path: str | Path, threads: int | None = None):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise FileNotFoundError(f"{self.path}: no such ONNX model")
+        self.session = ort.InferenceSession(
+            str(self.path), session_options(threads), providers=["CPUExecutionProvider"]
+        )
+        self.metadata = read_metadata(self.session)
+        self.processing = Processing.from_dict(self.metadata["processing"])
+        self.input_name = self.session.get_inputs()[0].name
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """(N,3,S,S) float32 in [0,1] -> (N,S,S) probabilities."""
+        return self.session.run(None, {self.input_name: batch})[0][:, 0]
+
+    def probabilities(self, images: list[np.ndarray]) -> list[np.ndarray]:
+        """RGB uint8 images of any sizes -> probability maps at their original sizes."""
+        batch = np.concatenate([preprocess(image, self.processing) for image in images])
+        return [
+            resize_probabilities(p, *im.shape[:2])
+            for p, im in zip(self.run(batch), images, strict=True)
+        ]
+
+    def predict(self, image: np.ndarray, threshold: float | None = None) -> Prediction:
+        threshold = self.processing.threshold if threshold is None else threshold
+        prob = self.run(preprocess(image, self.processing))[0]
+        return Prediction(
+            resize_probabilities(prob, *image.shape[:2]),
+            postprocess(prob, *image.shape[:2], threshold),
+            threshold,
+        )

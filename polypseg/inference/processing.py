@@ -1,0 +1,87 @@
+"""THE pre- and post-processing of polypseg, shared by training, evaluation, ONNX, server and demo.
+
+Keeping one definition is what makes a served mask identical to an evaluated one: the network
+sees RGB resized to ``size`` x ``size`` and scaled to [0, 1]; normalisation (mean/std of the encoder's
+weights) happens inside the network (:class:`polypseg.models.module.Normalize`), so it is also
+inside every exported ONNX graph. Probabilities are resized back to the original resolution
+*before* thresholding (smoother edges than resizing a binary mask, and what the PraNet protocol
+scores).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import cv2
+import numpy as np
+
+MASK_THRESHOLD_U8 = 127
+"""JPEG masks are noisy: a ground-truth pixel is foreground when its value is > 127."""
+
+
+@dataclass(frozen=True)
+class Processing:
+    """Everything inference needs besides the weights; stored in checkpoints and ONNX metadata."""
+
+    size: int = 256
+    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    threshold: float = 0.5
+    class_names: tuple[str, ...] = field(default=("background", "polyp"))
+
+    def to_dict(self) -> dict:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, values: dict) -> Processing:
+        known = {k: v for k, v in values.items() if k in cls.__dataclass_fields__}
+        for key in ("mean", "std", "class_names"):
+            if key in known:
+                known[key] = tuple(known[key])
+        return cls(**known)
+
+
+def resize_image(image: np.ndarray, size: int) -> np.ndarray:
+    """Resize an RGB uint8 image to ``size`` x ``size`` (area interpolation when shrinking)."""
+    h, w = image.shape[:2]
+    interpolation = cv2.INTER_AREA if min(h, w) > size else cv2.INTER_LINEAR
+    return cv2.resize(image, (size, size), interpolation=interpolation)
+
+
+def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
+    """Grayscale uint8 mask (any size) to a {0,1} ``size`` x ``size`` mask: area-resize, then threshold."""
+    return binarize_mask(cv2.resize(mask, (size, size), interpolation=cv2.INTER_AREA))
+
+
+def binarize_mask(mask: np.ndarray) -> np.ndarray:
+    """Grayscale uint8 mask (JPEG noise included) to {0,1} uint8."""
+    return (mask > MASK_THRESHOLD_U8).astype(np.uint8)
+
+
+def to_network_input(images: np.ndarray | list[np.ndarray]) -> np.ndarray:
+    """Resized RGB uint8 image(s) HWC/NHWC to float32 NCHW in [0, 1]."""
+    batch = np.stack(images) if isinstance(images, list) else images
+    if batch.ndim == 3:
+        batch = batch[None]
+    return np.ascontiguousarray(batch.transpose(0, 3, 1, 2), dtype=np.float32) / np.float32(255.0)
+
+
+def preprocess(image: np.ndarray, processing: Processing) -> np.ndarray:
+    """One RGB uint8 image of any size to a (1, 3, size, size) float32 network input."""
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"expected an RGB uint8 image (H, W, 3); got {image.dtype} {image.shape}")
+    return to_network_input(resize_image(image, processing.size))
+
+
+def sigmoid(logits: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-logits.astype(np.float32)))
+
+
+def resize_probabilities(prob: np.ndarray, height: int, width: int) -> np.ndarray:
+    """(h, w) probability map to the original (height, width), bilinear."""
+    return cv2.resize(prob.astype(np.float32), (width, height), interpolation=cv2.INTER_LINEAR)
+
+
+def postprocess(prob: np.ndarray, height: int, width: int, threshold: float) -> np.ndarray:
+    """Network probability map (h, w) to a {0,1} uint8 mask at the original resolution."""
+    return (resize_probabilities(prob, height, width) > threshold).astype(np.uint8)

@@ -1,0 +1,205 @@
+"""LitServe HTTP API: POST an image, get its polyp mask (PNG) or a JSON description.
+
+``POST /predict``
+  * multipart form: ``file`` (the image), optional ``format`` (``png`` | ``json``), ``threshold``;
+  * or JSON: ``{"image": "<base64>", "format": "json", "threshold": 0.5}``.
+``GET /health``, ``GET /info`` (model metadata), ``GET /openapi.json`` and ``/docs``.
+"""
+
+# No `from __future__ import annotations` here: LitServe reads decode_request's annotation at
+# run time, and a string "Request" would make it queue the raw, unpicklable Starlette request.
+import json
+import os
+import signal
+from pathlib import Path
+
+import litserve as ls
+import numpy as np
+from fastapi import HTTPException, Request, Response
+
+from polypseg.inference.predictor import OnnxPredictor
+from polypseg.inference.processing import postprocess, preprocess, resize_probabilities
+from polypseg.serving import NOTICE, resolve_model
+from polypseg.serving.codec import BadImage, decode_base64, decode_image, describe, png_bytes
+
+FORMATS = ("png", "json")
+
+
+def _option(payload, key: str, default):
+    value = payload.get(key, default)
+    return default if value in (None, "") else value
+
+
+class RequestGuard:
+    """ASGI middleware: refuse bodies LitServe cannot parse (bad JSON, wrong type) with a 4xx, not a 500."""
+
+    def __init__(self, app, path: str = "/predict", max_bytes: int = 20 * 1024 * 1024):
+        self.app, self.path, self.max_bytes = app, path, max_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != self.path:
+            return await self.app(scope, receive, send)
+        headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
+        kind = headers.get("content-type", "").split(";")[0].strip().lower()
+        if kind in ("multipart/form-data", "application/x-www-form-urlencoded"):
+            return await self.app(scope, receive, send)
+        if kind != "application/json":
+            return await _reply(
+                send,
+                415,
+                "send multipart/form-data with 'file', or application/json with base64 'image'",
+            )
+        body, more = b"", True
+        while more:
+            message = await receive()
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+            if len(body) > self.max_bytes:
+                return await _reply(
+                    send, 413, f"request body over {self.max_bytes // (1024 * 1024)} MB"
+                )
+        try:
+            json.loads(body)
+        except ValueError:
+            return await _reply(send, 400, "request body is not valid JSON")
+
+        async def replay():
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        return await self.app(scope, replay, send)
+
+
+async def _reply(send, status: int, detail: str) -> None:
+    payload = json.dumps({"detail": detail}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(payload)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": payload})
+
+
+class PolypSegAPI(ls.LitAPI):
+    """One ONNX session per worker; requests may be batched (images differ in size, the network input does not)."""
+
+    def __init__(self, model: str | Path, threads: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.model_path, self.threads = str(model), threads
+
+    def setup(self, device) -> None:
+        self.predictor = OnnxPredictor(self.model_path, self.threads)
+
+    def decode_request(self, request: Request) -> dict:
+        try:
+            if hasattr(request, "getlist"):  # multipart / form
+                upload = request.get("file")
+                if upload is None or not hasattr(upload, "file"):
+                    raise BadImage("multipart request needs a 'file' field with the image")
+                data = upload.file.read()
+            elif isinstance(request, dict):
+                if "image" not in request:
+                    raise BadImage("JSON request needs an 'image' field (base64)")
+                data = decode_base64(request["image"])
+            else:
+                raise BadImage("send multipart/form-data with 'file' or JSON with base64 'image'")
+            fmt = str(_option(request, "format", "png")).lower()
+            if fmt not in FORMATS:
+                raise BadImage(f"format must be one of {FORMATS}, got {fmt!r}", 422)
+            threshold = _option(request, "threshold", self.predictor.processing.threshold)
+            try:
+                threshold = float(threshold)
+            except (TypeError, ValueError):
+                raise BadImage(f"threshold must be a number in (0, 1), got {threshold!r}", 422) from None
+            if not 0.0 < threshold < 1.0:
+                raise BadImage(f"threshold must be in (0, 1), got {threshold}", 422)
+            return {"image": decode_image(data), "format": fmt, "threshold": threshold}
+        except BadImage as exc:
+            raise HTTPException(exc.status, str(exc)) from None
+        except (TypeError, ValueError) as exc:
+            raise HTTPException(422, f"bad request option: {exc}") from None
+
+    def batch(self, inputs: list[dict]) -> list[dict]:
+        return inputs
+
+    def predict(self, inputs: dict | list[dict]) -> dict | list[dict]:
+        items = inputs if isinstance(inputs, list) else [inputs]
+        batch = np.concatenate(
+            [preprocess(item["image"], self.predictor.processing) for item in items]
+        )
+        outputs = []
+        for item, prob in zip(items, self.predictor.run(batch), strict=True):
+            h, w = item["image"].shape[:2]
+            mask = postprocess(prob, h, w, item["threshold"])
+            probability = resize_probabilities(prob, h, w) if item["format"] == "json" else None
+            outputs.append(
+                {
+                    "mask": mask,
+                    "probability": probability,
+                    **{k: item[k] for k in ("format", "threshold")},
+                }
+            )
+        return outputs if isinstance(inputs, list) else outputs[0]
+
+    def unbatch(self, output: list[dict]) -> list[dict]:
+        return output
+
+    def encode_response(self, output: dict):
+        if output["format"] == "png":
+            return Response(content=png_bytes(output["mask"]), media_type="image/png")
+        return {
+            **describe(output["mask"], output["probability"], output["threshold"]),
+            "notice": NOTICE,
+        }
+
+
+def build_server(
+    model: str | None = None,
+    max_batch_size: int = 1,
+    batch_timeout: float = 0.01,
+    workers: int = 1,
+    threads: int | None = None,
+    max_upload_mb: int = 20,
+) -> ls.LitServer:
+    path = resolve_model(model)
+    predictor = OnnxPredictor(path, threads=1)
+    api = PolypSegAPI(
+        path,
+        threads,
+        max_batch_size=max_batch_size,
+        batch_timeout=batch_timeout if max_batch_size > 1 else 0.0,
+    )
+    return ls.LitServer(
+        api,
+        accelerator="cpu",
+        workers_per_device=workers,
+        model_metadata={**predictor.metadata, "notice": NOTICE, "model_file": path.name},
+        max_payload_size=max_upload_mb * 1024 * 1024,
+        timeout=30,
+        middlewares=[(RequestGuard, {"max_bytes": max_upload_mb * 1024 * 1024})],
+    )
+
+
+def _graceful(signum, frame):
+    raise KeyboardInterrupt
+
+
+def serve(
+    model: str | None = None,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    max_batch_size: int = 1,
+    batch_timeout: float = 0.01,
+    workers: int = 1,
+    threads: int | None = None,
+    max_upload_mb: int = 20,
+) -> None:
+    """Serve the ONNX model over HTTP (loopback by default; pass --host 0.0.0.0 to expose it)."""
+    os.environ.setdefault("LITSERVE_DISABLE_TELEMETRY", "1")
+    signal.signal(signal.SIGTERM, _graceful)  # `kill PID` shuts workers down too, like Ctrl-C
+    server = build_server(model, max_batch_size, batch_timeout, workers, threads, max_upload_mb)
+    server.run(host=host, port=port, generate_client_file=False, log_level="warning")

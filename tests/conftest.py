@@ -1,0 +1,96 @@
+"""Shared fixtures: real Kvasir-SEG samples from ../shared/data (never copied into the repo)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+KVASIR = Path(
+    os.environ.get("POLYPSEG_DATA_ROOT") or REPO.parent / "shared" / "data" / "kvasir-seg"
+)
+OUR_SPLIT = REPO / "data" / "splits" / "kvasir_seg_70_15_15.csv"
+
+os.environ.setdefault("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db")
+os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+
+
+def pytest_configure(config):
+    if not (KVASIR / "images").is_dir():
+        raise pytest.UsageError(f"Kvasir-SEG not found at {KVASIR}; set POLYPSEG_DATA_ROOT")
+
+
+def real_names(split: str, count: int) -> list[str]:
+    table = pd.read_csv(OUR_SPLIT)
+    return sorted(table[table.split == split].name)[:count]
+
+
+def copy_samples(names: list[str], root: Path) -> Path:
+    """A small real dataset in Kvasir-SEG layout under ``root``."""
+    for sub in ("images", "masks"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+        for name in names:
+            shutil.copy(KVASIR / sub / f"{name}.jpg", root / sub / f"{name}.jpg")
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_root(tmp_path_factory) -> Path:
+    """12 real samples (6 train, 3 val, 3 test) plus their split CSV at ``root/split.csv``."""
+    root = tmp_path_factory.mktemp("kvasir-tiny")
+    plan = {
+        "train": real_names("train", 6),
+        "val": real_names("val", 3),
+        "test": real_names("test", 3),
+    }
+    copy_samples([n for names in plan.values() for n in names], root)
+    pd.DataFrame(
+        [(n, s) for s, names in plan.items() for n in names], columns=["name", "split"]
+    ).to_csv(root / "split.csv", index=False)
+    return root
+
+
+@pytest.fixture
+def fresh_copy(tmp_path, tiny_root) -> Path:
+    """A private, writable copy of the tiny dataset, for tests that corrupt it."""
+    root = tmp_path / "data"
+    shutil.copytree(tiny_root, root)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_module():
+    """An untrained small U-Net (offline ImageNet encoder, 64 px): real graph, fast."""
+    import torch
+
+    from polypseg.models.module import PolypSegModule
+    from polypseg.models.networks import SegmentationNetwork
+
+    torch.manual_seed(0)
+    network = SegmentationNetwork(decoder_channels=(32, 16, 8, 8, 8))
+    return PolypSegModule(network=network, image_size=64, channels_last=False).eval()
+
+
+@pytest.fixture(scope="session")
+def resized_real_images(tiny_root):
+    from polypseg.data.io import read_gray, read_rgb
+    from polypseg.inference.processing import resize_image, resize_mask
+
+    paths = sorted((tiny_root / "images").glob("*.jpg"))
+    return [
+        (resize_image(read_rgb(p), 64), resize_mask(read_gray(tiny_root / "masks" / p.name), 64))
+        for p in paths
+    ]
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx(tmp_path_factory, tiny_module, resized_real_images) -> Path:
+    from polypseg.inference.onnx import export_onnx
+
+    path = tmp_path_factory.mktemp("onnx") / "tiny.onnx"
+    export_onnx(tiny_module, path, [im for im, _ in resized_real_images[:4]])
+    return path

@@ -1,0 +1,201 @@
+"""End to end through the real `polypseg` command on real images: fit, resume, validate, test, predict,
+tune-threshold, export, infer. The smoke config trains a tiny U-Net for a few steps."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import mlflow
+import numpy as np
+import pytest
+import yaml
+from conftest import REPO
+from PIL import Image
+
+from polypseg.cli import main
+from polypseg.data.io import read_gray
+
+SMOKE = str(REPO / "configs" / "smoke.yaml")
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, tiny_root):
+    """A working folder in which `polypseg fit` already ran once."""
+    work = tmp_path_factory.mktemp("run")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(work)
+        mp.setenv("POLYPSEG_DATA_ROOT", str(tiny_root))
+        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{work}/mlflow.db")
+        main(["fit", "--config", SMOKE, f"--data.split_file={tiny_root / 'split.csv'}"])
+    return work
+
+
+def cli(run_dir, tiny_root, monkeypatch, *args):
+    monkeypatch.chdir(run_dir)
+    monkeypatch.setenv("POLYPSEG_DATA_ROOT", str(tiny_root))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{run_dir}/mlflow.db")
+    main(list(args))
+
+
+def test_fit_writes_checkpoints_onnx_and_mlflow_run(run_dir):
+    ckpts = sorted(p.name for p in (run_dir / "checkpoints" / "smoke").glob("*.ckpt"))
+    assert "last.ckpt" in ckpts and len(ckpts) == 2
+    assert (run_dir / "checkpoints" / "smoke" / "model.onnx").stat().st_size > 100_000
+    mlflow.set_tracking_uri(f"sqlite:///{run_dir}/mlflow.db")
+    run = mlflow.search_runs(experiment_names=["polypseg-smoke"], output_format="list")[0]
+    assert {"train/loss_epoch", "val/dice", "val/iou", "train/dice"} <= set(run.data.metrics)
+    assert (
+        run.data.tags["git_sha"] and "model/network" in json.dumps(run.data.params)
+    ) or run.data.params
+    artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id)}
+    assert {"config.yaml", "val_overlays", "onnx"} <= artifacts
+
+
+def test_resume_from_last(run_dir, tiny_root, monkeypatch):
+    cli(
+        run_dir,
+        tiny_root,
+        monkeypatch,
+        "fit",
+        "--config",
+        SMOKE,
+        f"--data.split_file={tiny_root / 'split.csv'}",
+        "--trainer.max_epochs=2",
+        "--ckpt_path=last",
+    )
+    import torch
+
+    state = torch.load(run_dir / "checkpoints" / "smoke" / "last.ckpt", weights_only=False)
+    assert (
+        state["epoch"] == 1 and state["global_step"] == 4
+    )  # 2 epochs x 2 batches (4 train samples)
+
+
+def test_test_writes_report(run_dir, tiny_root, monkeypatch, capsys):
+    cli(
+        run_dir,
+        tiny_root,
+        monkeypatch,
+        "test",
+        "--config",
+        SMOKE,
+        f"--data.split_file={tiny_root / 'split.csv'}",
+        "--ckpt_path=checkpoints/smoke/last.ckpt",
+    )
+    report = sorted((run_dir / "reports" / "smoke").glob("test-*"))[-1]
+    metrics = json.loads((report / "metrics.json").read_text())
+    assert metrics["images"] == 3 and metrics["checkpoint"].endswith("last.ckpt")
+    for name in ("dice", "iou", "precision", "recall", "specificity", "hd95", "dice_64px"):
+        summary = metrics["metrics"][name]
+        assert summary["ci95"][0] <= summary["mean"] <= summary["ci95"][1]
+    per_image = (report / "per_image.csv").read_text().splitlines()
+    assert len(per_image) == 4 and per_image[0].startswith("name,image,mask,width,height")
+    for plot in ("dice_histogram.png", "dice_vs_size.png", "worst_cases.png"):
+        assert Image.open(report / plot).size[0] > 100
+    assert "report:" in capsys.readouterr().out
+
+
+def test_predict_writes_masks_at_original_size(run_dir, tiny_root, monkeypatch):
+    cli(
+        run_dir,
+        tiny_root,
+        monkeypatch,
+        "predict",
+        "--config",
+        SMOKE,
+        f"--data.split_file={tiny_root / 'split.csv'}",
+        "--ckpt_path=checkpoints/smoke/last.ckpt",
+        "--trainer.callbacks+=polypseg.callbacks.MaskWriter",
+        "--trainer.callbacks.output_dir=predicted",
+    )
+    written = sorted((run_dir / "predicted").glob("*.png"))
+    assert len(written) == 3
+    for path in written:
+        truth = read_gray(tiny_root / "masks" / f"{path.stem}.jpg")
+        mask = np.asarray(Image.open(path))
+        assert mask.shape == truth.shape and set(np.unique(mask)) <= {0, 255}
+
+
+def test_tune_threshold_then_export_and_infer(run_dir, tiny_root, monkeypatch, capsys):
+    cli(
+        run_dir,
+        tiny_root,
+        monkeypatch,
+        "tune-threshold",
+        "--ckpt=checkpoints/smoke/last.ckpt",
+        "--out=tuned.ckpt",
+    )
+    import torch
+
+    threshold = float(
+        torch.load(run_dir / "tuned.ckpt", weights_only=False)["state_dict"]["threshold"]
+    )
+    assert 0.2 <= threshold <= 0.8
+    cli(run_dir, tiny_root, monkeypatch, "export", "--ckpt=tuned.ckpt", "--out=exported/model.onnx")
+    from polypseg.inference.predictor import OnnxPredictor
+
+    predictor = OnnxPredictor(run_dir / "exported" / "model.onnx")
+    assert predictor.processing.threshold == pytest.approx(threshold)
+    assert predictor.processing.size == 64 and predictor.metadata["parity"]["max_abs_diff"] < 1e-3
+    cli(
+        run_dir,
+        tiny_root,
+        monkeypatch,
+        "infer",
+        "--model=exported/model.onnx",
+        f"--input={tiny_root / 'images'}",
+        "--output=infer_out",
+    )
+    assert len(list((run_dir / "infer_out").glob("*.png"))) == 12
+
+
+def test_console_script_print_config_round_trips(tmp_path, tiny_root):
+    exe = (
+        str(REPO / ".venv" / "bin" / "polypseg")
+        if (REPO / ".venv" / "bin" / "polypseg").exists()
+        else "polypseg"
+    )
+    dumped = subprocess.run(
+        [exe, "fit", "--config", SMOKE, "--print_config"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=tmp_path,
+    ).stdout
+    (tmp_path / "dumped.yaml").write_text(dumped)
+    again = subprocess.run(
+        [exe, "fit", "--config", str(tmp_path / "dumped.yaml"), "--print_config"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=tmp_path,
+    ).stdout
+    assert yaml.safe_load(dumped) == yaml.safe_load(again)
+    config = yaml.safe_load(dumped)
+    assert (
+        config["model"]["network"]["class_path"] == "polypseg.models.networks.SegmentationNetwork"
+    )
+    assert (
+        "image_size" not in config["model"] and config["data"]["image_size"] == 64
+    )  # linked from data
+
+
+def test_bad_split_file_error_names_file(tmp_path, tiny_root, monkeypatch):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("name,split\nnope,train\n")
+    with pytest.raises(Exception, match=r"bad\.csv: sample 'nope' is not in the data folder"):
+        cli(
+            tmp_path,
+            tiny_root,
+            monkeypatch,
+            "validate",
+            "--config",
+            SMOKE,
+            f"--data.split_file={bad}",
+        )
+
+
+if __name__ == "__main__":
+    sys.exit(pytest.main([__file__]))

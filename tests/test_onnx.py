@@ -1,0 +1,88 @@
+"""ONNX export, metadata, parity, int8 and the shared inference path, on real images."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from conftest import KVASIR
+
+from polypseg.data.io import read_rgb
+from polypseg.inference.onnx import ExportError, export_onnx, quantize_int8
+from polypseg.inference.predictor import OnnxPredictor
+from polypseg.inference.processing import postprocess, preprocess, resize_probabilities
+
+
+def test_single_file_with_metadata(tiny_onnx):
+    assert not list(tiny_onnx.parent.glob("*.data"))  # no external-data sidecar
+    model = onnx.load(str(tiny_onnx))
+    assert model.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
+    predictor = OnnxPredictor(tiny_onnx)
+    meta = predictor.metadata
+    assert meta["processing"] == {
+        "size": 64,
+        "mean": [0.5] * 3,
+        "std": [0.5] * 3,
+        "threshold": 0.5,
+        "class_names": ["background", "polyp"],
+    }
+    assert (
+        meta["polypseg_version"]
+        and meta["git_sha"]
+        and meta["config_digest"]
+        and meta["opset"] == 17
+    )
+    assert meta["parity"]["max_abs_diff"] < 1e-4 and meta["parity"]["images"] == 4
+
+
+def test_onnx_matches_torch_on_real_images_any_batch(tiny_onnx, tiny_module, resized_real_images):
+    predictor = OnnxPredictor(tiny_onnx)
+    batch = (
+        np.stack([im for im, _ in resized_real_images[:5]]).transpose(0, 3, 1, 2).astype(np.float32)
+        / 255
+    )
+    with torch.no_grad():
+        expected = tiny_module.inference_network()(torch.from_numpy(batch))[:, 0].numpy()
+    np.testing.assert_allclose(predictor.run(batch), expected, atol=1e-4)
+    np.testing.assert_allclose(predictor.run(batch[:1]), expected[:1], atol=1e-4)
+
+
+def test_prediction_at_original_resolution(tiny_onnx, tiny_module):
+    image = read_rgb(sorted((KVASIR / "images").glob("*.jpg"))[0])
+    prediction = OnnxPredictor(tiny_onnx).predict(image)
+    assert prediction.mask.shape == prediction.probability.shape == image.shape[:2]
+    with torch.no_grad():
+        prob = tiny_module.inference_network()(
+            torch.from_numpy(preprocess(image, tiny_module.processing))
+        )[0, 0]
+    expected = postprocess(prob.numpy(), *image.shape[:2], 0.5)
+    assert (prediction.mask == expected).mean() > 0.999
+    np.testing.assert_allclose(
+        prediction.probability, resize_probabilities(prob.numpy(), *image.shape[:2]), atol=1e-4
+    )
+
+
+def test_failed_parity_writes_nothing_and_keeps_good_file(
+    tiny_onnx, tiny_module, resized_real_images, tmp_path
+):
+    good = tmp_path / "model.onnx"
+    good.write_bytes(tiny_onnx.read_bytes())
+    with pytest.raises(ExportError, match="differ by"):
+        export_onnx(tiny_module, good, [im for im, _ in resized_real_images[:2]], tolerance=0.0)
+    assert good.read_bytes() == tiny_onnx.read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]
+
+
+def test_int8_quantization_and_refusal(tiny_onnx, resized_real_images, tmp_path):
+    calibration = [im for im, _ in resized_real_images[:6]]
+    validation = resized_real_images[6:]
+    out = tmp_path / "model.int8.onnx"
+    result = quantize_int8(tiny_onnx, out, calibration, validation, max_dice_drop=1.0)
+    assert out.stat().st_size < tiny_onnx.stat().st_size * 0.6
+    int8 = OnnxPredictor(out)
+    assert int8.metadata["quantization"]["dice_drop"] == pytest.approx(result["dice_drop"])
+    refused = tmp_path / "refused.int8.onnx"
+    with pytest.raises(ExportError, match="int8 loses"):
+        quantize_int8(tiny_onnx, refused, calibration, validation, max_dice_drop=-1.0)
+    assert not refused.exists()

@@ -1,0 +1,230 @@
+"""The real LitServe server on a free loopback port: good and bad requests, OpenAPI fuzzing, shutdown."""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+from conftest import KVASIR, REPO
+from PIL import Image
+
+BIN = REPO / ".venv" / "bin"
+IMAGE = sorted((KVASIR / "images").glob("*.jpg"))[0]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def group_alive(pgid: int) -> bool:
+    out = subprocess.run(
+        ["ps", "-o", "pid=", "-g", str(pgid)], capture_output=True, text=True
+    ).stdout
+    return bool(out.strip())
+
+
+def start(command: list[str], cwd: Path, url: str, timeout: float = 120) -> subprocess.Popen:
+    process = subprocess.Popen(
+        command,
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"},
+    )
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{command} exited: {process.stdout.read().decode()[-3000:]}")
+        try:
+            if requests.get(url, timeout=2).status_code == 200:
+                return process
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.5)
+    os.killpg(process.pid, signal.SIGKILL)
+    raise RuntimeError(f"{command} did not answer {url} in {timeout}s")
+
+
+@pytest.fixture(scope="module")
+def server(tiny_onnx, tmp_path_factory):
+    cwd = tmp_path_factory.mktemp("serve-cwd")
+    port = free_port()
+    process = start(
+        [
+            str(BIN / "polypseg"),
+            "serve",
+            f"--model={tiny_onnx}",
+            f"--port={port}",
+            "--max_upload_mb=2",
+        ],
+        cwd,
+        f"http://127.0.0.1:{port}/health",
+    )
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(60):  # /health answers before the inference worker has loaded the model
+        if (
+            requests.post(
+                f"{url}/predict", files={"file": IMAGE.open("rb")}, timeout=30
+            ).status_code
+            == 200
+        ):
+            break
+        time.sleep(0.5)
+    yield url, process, cwd
+    if process.poll() is None:
+        os.kill(process.pid, signal.SIGTERM)
+        process.wait(timeout=60)
+    for _ in range(40):  # workers and the queue manager wind down within seconds
+        if not group_alive(process.pid):
+            break
+        time.sleep(0.5)
+    assert not group_alive(process.pid), "stray server processes after SIGTERM"
+
+
+def test_png_mask_at_original_resolution(server):
+    url, _, _ = server
+    response = requests.post(
+        f"{url}/predict", files={"file": ("x.jpg", IMAGE.read_bytes(), "image/jpeg")}
+    )
+    assert response.status_code == 200 and response.headers["content-type"] == "image/png"
+    mask = np.asarray(Image.open(io.BytesIO(response.content)))
+    with Image.open(IMAGE) as original:
+        assert mask.shape == (original.height, original.width)
+    assert set(np.unique(mask)) <= {0, 255}
+
+
+def test_json_from_base64_and_multipart_agree(server):
+    url, _, _ = server
+    encoded = base64.b64encode(IMAGE.read_bytes()).decode()
+    as_json = requests.post(
+        f"{url}/predict", json={"image": encoded, "format": "json", "threshold": 0.5}
+    ).json()
+    as_form = requests.post(
+        f"{url}/predict", files={"file": IMAGE.open("rb")}, data={"format": "json"}
+    ).json()
+    assert as_json["polyp_area_fraction"] == pytest.approx(as_form["polyp_area_fraction"])
+    assert {
+        "height",
+        "width",
+        "threshold",
+        "polyp_area_fraction",
+        "mean_probability",
+        "polyps",
+        "notice",
+    } <= set(as_json)
+    for polyp in as_json["polyps"]:
+        x, y, w, h = polyp["bbox"]
+        assert 0 <= x < x + w <= as_json["width"] and 0 <= y < y + h <= as_json["height"]
+    assert "NOT FOR CLINICAL USE" in as_json["notice"]
+
+
+def test_threshold_changes_the_mask(server):
+    url, _, _ = server
+    low = requests.post(
+        f"{url}/predict",
+        files={"file": IMAGE.open("rb")},
+        data={"format": "json", "threshold": "0.05"},
+    ).json()
+    high = requests.post(
+        f"{url}/predict",
+        files={"file": IMAGE.open("rb")},
+        data={"format": "json", "threshold": "0.95"},
+    ).json()
+    assert low["polyp_area_fraction"] >= high["polyp_area_fraction"]
+
+
+def bomb() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("L", (8000, 8000)).save(buffer, format="PNG")  # 64 MP, ~60 kB compressed
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "status", "words"),
+    [
+        ({"files": {"file": ("x.txt", b"hello", "text/plain")}}, 415, "not an image"),
+        ({"files": {"file": ("x.jpg", IMAGE.read_bytes()[:3000], "image/jpeg")}}, 400, "truncated"),
+        ({"files": {"file": ("x.jpg", b"", "image/jpeg")}}, 400, "empty"),
+        ({"files": {"file": ("b.png", bomb(), "image/png")}}, 413, "MP"),
+        ({"files": {"file": ("big.bin", os.urandom(3 * 1024 * 1024), "image/jpeg")}}, 413, ""),
+        ({"files": {"other": ("x.jpg", b"x", "image/jpeg")}}, 400, "'file'"),
+        ({"files": {"file": IMAGE.open("rb")}, "data": {"format": "gif"}}, 422, "format"),
+        ({"files": {"file": IMAGE.open("rb")}, "data": {"threshold": "abc"}}, 422, "threshold"),
+        ({"files": {"file": IMAGE.open("rb")}, "data": {"threshold": "1.5"}}, 422, "threshold"),
+        ({"json": {"image": "%%%not-base64"}}, 400, "base64"),
+        ({"json": {"picture": "abc"}}, 400, "'image'"),
+        ({"json": [1, 2]}, 400, "multipart"),
+        (
+            {"data": "not json", "headers": {"content-type": "application/json"}},
+            400,
+            "not valid JSON",
+        ),
+        (
+            {"data": b"raw", "headers": {"content-type": "application/octet-stream"}},
+            415,
+            "multipart",
+        ),
+    ],
+)
+def test_bad_requests_get_clear_4xx(server, kwargs, status, words):
+    url, process, _ = server
+    response = requests.post(f"{url}/predict", timeout=30, **kwargs)
+    assert response.status_code == status, response.text
+    assert words in response.json()["detail"] if words else True
+    assert process.poll() is None
+
+
+def test_still_healthy_after_bad_requests_and_info(server):
+    url, _, cwd = server
+    assert requests.get(f"{url}/health").status_code == 200
+    info = requests.get(f"{url}/info").json()
+    assert (
+        info["model"]["processing"]["size"] == 64
+        and "NOT FOR CLINICAL USE" in info["model"]["notice"]
+    )
+    assert requests.post(f"{url}/predict", files={"file": IMAGE.open("rb")}).status_code == 200
+    assert list(cwd.iterdir()) == []  # no client.py or other files written
+    assert requests.get(f"{url}/openapi.json").json()["paths"]["/predict"]
+
+
+def test_schemathesis_finds_no_server_errors(server):
+    url, _, _ = server
+    result = subprocess.run(
+        [
+            str(BIN / "schemathesis"),
+            "run",
+            f"{url}/openapi.json",
+            "--checks",
+            "not_a_server_error",
+            "--max-examples",
+            "25",
+            "--request-timeout",
+            "30",
+            "--phases",
+            "examples,fuzzing",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+
+
+def test_binds_loopback_only(server):
+    url = server[0]
+    port = int(url.rsplit(":", 1)[1])
+    listening = subprocess.run(["ss", "-ltnH"], capture_output=True, text=True).stdout
+    lines = [line for line in listening.splitlines() if f":{port} " in line]
+    assert lines and all("127.0.0.1" in line for line in lines)

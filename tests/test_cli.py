@@ -199,3 +199,28 @@ def test_bad_split_file_error_names_file(tmp_path, tiny_root, monkeypatch):
 
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__]))
+
+
+def test_cross_dataset_folder_with_png_and_tif(run_dir, tiny_root, monkeypatch, tmp_path):
+    """Another dataset laid out as images/*.png + masks/*.tif evaluates with no split file, no code change."""
+    other = tmp_path / "other"
+    (other / "images").mkdir(parents=True)
+    (other / "masks").mkdir()
+    for image in sorted((tiny_root / "images").glob("*.jpg"))[:3]:
+        Image.open(image).save(other / "images" / f"{image.stem}.png")
+        Image.open(tiny_root / "masks" / image.name).convert("L").save(
+            other / "masks" / f"{image.stem}.tif"
+        )
+    cli(
+        run_dir,
+        other,
+        monkeypatch,
+        "test",
+        "--config",
+        SMOKE,
+        "--data.split_file=null",
+        "--ckpt_path=checkpoints/smoke/last.ckpt",
+        f"--trainer.callbacks.output_dir={tmp_path / 'reports'}",
+    )
+    metrics = json.loads(next((tmp_path / "reports").glob("test-*/metrics.json")).read_text())
+    assert metrics["images"] == 3 and metrics["split_file"] is None

@@ -114,7 +114,9 @@ class PolypSegAPI(ls.LitAPI):
             try:
                 threshold = float(threshold)
             except (TypeError, ValueError):
-                raise BadImage(f"threshold must be a number in (0, 1), got {threshold!r}", 422) from None
+                raise BadImage(
+                    f"threshold must be a number in (0, 1), got {threshold!r}", 422
+                ) from None
             if not 0.0 < threshold < 1.0:
                 raise BadImage(f"threshold must be in (0, 1), got {threshold}", 422)
             return {"image": decode_image(data), "format": fmt, "threshold": threshold}

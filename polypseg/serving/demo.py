@@ -43,13 +43,7 @@ def build_demo(model: str | None = None):
                     0.05, 0.95, value=default_threshold, step=0.05, label="Mask threshold"
                 )
                 button = gr.Button("Segment", variant="primary", elem_id="segment-button")
-                examples = sorted(str(p) for p in EXAMPLES.glob("*.jpg"))
-                if examples:
-                    gr.Examples(
-                        examples=[[e] for e in examples],
-                        inputs=[image],
-                        label="Examples (Kvasir-SEG)",
-                    )
+                examples_box = gr.Column(elem_id="examples")
             with gr.Column():
                 out_overlay = gr.Image(label="Overlay", elem_id="overlay")
                 out_mask = gr.Image(label="Mask", elem_id="mask")
@@ -57,11 +51,24 @@ def build_demo(model: str | None = None):
         with gr.Accordion("Model metadata", open=False):
             gr.Code(json.dumps(predictor.metadata, indent=2, default=str), language="json")
         gr.Markdown(f"{CITATION}  \n**{NOTICE}**")
-        button.click(segment, [image, threshold], [out_overlay, out_mask, area])
-        threshold.release(segment, [image, threshold], [out_overlay, out_mask, area])
+        outputs = [out_overlay, out_mask, area]
+        button.click(segment, [image, threshold], outputs)
+        examples = sorted(str(p) for p in EXAMPLES.glob("*.jpg"))
+        if examples:
+            with examples_box:  # clicking an example segments it straight away
+                gr.Examples(
+                    [[e, default_threshold] for e in examples],
+                    [image, threshold],
+                    outputs,
+                    segment,
+                    run_on_click=True,
+                    cache_examples=False,
+                    label="Examples (Kvasir-SEG)",
+                )
+        threshold.release(segment, [image, threshold], outputs)
     return page
 
 
 def demo(model: str | None = None, host: str = "127.0.0.1", port: int = 7860) -> None:
     """Serve the demo page (loopback by default, no share link, no analytics)."""
-    build_demo(model).launch(server_name=host, server_port=port, share=False, show_api=False)
+    build_demo(model).launch(server_name=host, server_port=port, share=False)

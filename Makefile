@@ -30,6 +30,7 @@ test: setup  ## the whole test suite
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/hadolint Containerfile
 
 export: setup  ## CKPT -> MODEL (+ int8 next to it), parity-checked
 	$(BIN)/polypseg export --ckpt $(CKPT) --out $(MODEL) --int8 true
@@ -41,7 +42,7 @@ demo: setup  ## Gradio page on http://127.0.0.1:7860
 	$(BIN)/polypseg demo --model $(MODEL)
 
 repro: setup  ## data -> train -> evaluate -> export with DVC
-	$(BIN)/dvc repro
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dvc repro
 
 benchmarks: setup
 	$(BIN)/python benchmarks/latency.py

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from polypseg.models.module import PolypSegModule
@@ -22,7 +23,9 @@ def test_tta_keeps_shape_and_sample_order(resized_real_images):
     with torch.no_grad():
         merged = module.predict_logits(images)
         flips = [(), (-1,), (-2,), (-2, -1)]  # ttach flip_transform: identity, h, v, h+v
-        manual = torch.stack([module(images.flip(f)).flip(f) if f else module(images) for f in flips]).mean(0)
+        manual = torch.stack(
+            [module(images.flip(f)).flip(f) if f else module(images) for f in flips]
+        ).mean(0)
         single = torch.cat([module.predict_logits(images[i : i + 1]) for i in range(3)])
     assert merged.shape == (3, 1, 64, 64)
     torch.testing.assert_close(merged, manual, atol=1e-4, rtol=1e-3)
@@ -31,7 +34,8 @@ def test_tta_keeps_shape_and_sample_order(resized_real_images):
 
 def test_threshold_is_checkpointed_state():
     module = small(threshold=0.35)
-    assert float(module.state_dict()["threshold"]) == 0.35 and module.processing.threshold == 0.35
+    assert float(module.state_dict()["threshold"]) == pytest.approx(0.35)
+    assert module.processing.threshold == pytest.approx(0.35)
 
 
 def test_normalisation_is_inside_the_exported_network():

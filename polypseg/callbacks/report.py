@@ -23,10 +23,11 @@ def git_sha() -> str:
 
 
 class TestReport(L.Callback):
-    """Writes ``metrics.json``, ``per_image.csv`` and plots of the test split into ``output_dir/<time>``."""
+    """Writes ``metrics.json``, ``per_image.csv`` and plots of the test split into ``output_dir/<run_name>``
+    (``run_name`` defaults to ``test-<time>``; a fixed name suits pipelines such as DVC)."""
 
-    def __init__(self, output_dir: str = "reports", worst_k: int = 8):
-        self.output_dir, self.worst_k = Path(output_dir), worst_k
+    def __init__(self, output_dir: str = "reports", worst_k: int = 8, run_name: str | None = None):
+        self.output_dir, self.worst_k, self.run_name = Path(output_dir), worst_k, run_name
         self.run_dir: Path | None = None
 
     def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -52,7 +53,7 @@ class TestReport(L.Callback):
             "resolution": "original (probabilities resized back, then thresholded)",
             "git_sha": git_sha(),
         }
-        self.run_dir = self.output_dir / time.strftime("test-%Y%m%d-%H%M%S")
+        self.run_dir = self.output_dir / (self.run_name or time.strftime("test-%Y%m%d-%H%M%S"))
         paths = write_report(
             per_image,
             self.run_dir,

@@ -126,7 +126,7 @@ class PolypSegModule(L.LightningModule):
             size=self.image_size,
             mean=tuple(self.hparams.mean),
             std=tuple(self.hparams.std),
-            threshold=float(self.threshold),
+            threshold=round(float(self.threshold), 4),
         )
 
     def inference_network(self) -> InferenceNetwork:

@@ -224,3 +224,15 @@ def test_cross_dataset_folder_with_png_and_tif(run_dir, tiny_root, monkeypatch, 
     )
     metrics = json.loads(next((tmp_path / "reports").glob("test-*/metrics.json")).read_text())
     assert metrics["images"] == 3 and metrics["split_file"] is None
+
+
+def test_augmentations_from_yaml(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    transforms = '[{"class_path": "albumentations.HorizontalFlip", "init_args": {"p": 1.0}}, "albumentations.RandomRotate90"]'
+    with pytest.raises(SystemExit):
+        main(["fit", "--config", SMOKE, f"--data.train_transforms={transforms}", "--print_config"])
+    data = yaml.safe_load(capsys.readouterr().out)["data"]
+    assert [t["class_path"] for t in data["train_transforms"]] == [
+        "albumentations.HorizontalFlip",
+        "albumentations.RandomRotate90",
+    ]

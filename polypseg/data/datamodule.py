@@ -13,14 +13,7 @@ from torch.utils.data import DataLoader
 
 from polypseg.data.augment import compose, default_train_transforms
 from polypseg.data.dataset import SegmentationDataset, collate, load_resized
-from polypseg.data.manifest import (
-    SPLITS,
-    ManifestSchema,
-    attach_split,
-    read_split,
-    scan_samples,
-    validate,
-)
+from polypseg.data.manifest import SPLITS, build_manifest
 from polypseg.data.splits import carve_validation
 
 log = logging.getLogger(__name__)
@@ -85,14 +78,10 @@ class KvasirSegDataModule(L.LightningDataModule):
         self.datasets: dict[str, SegmentationDataset] = {}
 
     def build_manifest(self) -> pd.DataFrame:
-        samples = scan_samples(self.root)
-        if self.split_file is None:
-            return validate(samples.assign(split="test"), ManifestSchema, str(self.root))
-        manifest = attach_split(samples, read_split(self.split_file), self.split_file)
-        carved = carve_validation(
-            manifest[["name", "split"]], manifest, self.val_fraction, self.seed
-        )
-        manifest = manifest.assign(split=carved.split.to_numpy())
+        manifest = build_manifest(self.root, self.split_file)
+        if self.split_file is not None:
+            carved = carve_validation(manifest[["name", "split"]], manifest, self.val_fraction, self.seed)
+            manifest = manifest.assign(split=carved.split.to_numpy())
         if self.limit_per_split:
             manifest = manifest.sort_values("name").groupby("split").head(self.limit_per_split)
         return manifest.reset_index(drop=True)

@@ -103,3 +103,16 @@ def test_bootstrap_interval_brackets_the_mean():
     summary = summarize(values)
     assert summary["ci95"][0] < summary["mean"] < summary["ci95"][1]
     assert summary["ci95"][1] - summary["ci95"][0] < 0.05
+
+
+def test_clean_mask_removes_small_components_and_fills_holes():
+    from polypseg.inference.processing import clean_mask
+
+    mask = np.zeros((100, 100), np.uint8)
+    mask[10:60, 10:60] = 1
+    mask[30:35, 30:35] = 0  # a hole
+    mask[90:92, 90:92] = 1  # a 4-pixel speck = 0.04 % of the image
+    assert clean_mask(mask).sum() == mask.sum()  # off by default
+    cleaned = clean_mask(mask, min_component=0.001, fill_holes=True)
+    assert cleaned[90:92, 90:92].sum() == 0 and cleaned[30:35, 30:35].all()
+    assert cleaned.sum() == 50 * 50

@@ -26,6 +26,8 @@ def test_single_file_with_metadata(tiny_onnx):
         "std": [0.5] * 3,
         "threshold": 0.5,
         "class_names": ["background", "polyp"],
+        "min_component": 0.0,
+        "fill_holes": False,
     }
     assert (
         meta["polypseg_version"]

@@ -23,12 +23,12 @@ class MaskWriter(BasePredictionWriter):
     ):
         self.output_dir.mkdir(parents=True, exist_ok=True)
         frame = trainer.datamodule.frame(trainer.datamodule.predict_split)
-        threshold = float(pl_module.threshold)
+        processing = pl_module.processing
         for index, prob in zip(
             prediction["index"].tolist(), prediction["probability"].numpy(), strict=True
         ):
             row = frame.iloc[index]
-            mask = postprocess(prob, int(row.height), int(row.width), threshold)
+            mask = postprocess(prob, int(row.height), int(row.width), processing)
             Image.fromarray(mask * 255).save(self.output_dir / f"{row['name']}.png")
 
     def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

@@ -47,7 +47,7 @@ class TestReport(L.Callback):
             "checkpoint": str(trainer.ckpt_path) if trainer.ckpt_path else None,
             "split_file": dm.split_file,
             "data_root": str(dm.root),
-            "threshold": float(pl_module.threshold),
+            "processing": pl_module.processing.to_dict(),
             "tta": bool(pl_module.tta),
             "image_size": pl_module.image_size,
             "resolution": "original (probabilities resized back, then thresholded)",
@@ -60,7 +60,7 @@ class TestReport(L.Callback):
             context,
             probabilities,
             dm.root,
-            float(pl_module.threshold),
+            pl_module.processing,
             self.worst_k,
         )
         for logger in trainer.loggers:

@@ -80,7 +80,9 @@ class KvasirSegDataModule(L.LightningDataModule):
     def build_manifest(self) -> pd.DataFrame:
         manifest = build_manifest(self.root, self.split_file)
         if self.split_file is not None:
-            carved = carve_validation(manifest[["name", "split"]], manifest, self.val_fraction, self.seed)
+            carved = carve_validation(
+                manifest[["name", "split"]], manifest, self.val_fraction, self.seed
+            )
             manifest = manifest.assign(split=carved.split.to_numpy())
         if self.limit_per_split:
             manifest = manifest.sort_values("name").groupby("split").head(self.limit_per_split)

@@ -18,7 +18,7 @@ from scipy.stats import bootstrap
 from polypseg.data.io import atomic_path, read_gray, read_rgb
 from polypseg.evaluation.metrics import ALL_METRICS
 from polypseg.evaluation.overlays import triptych
-from polypseg.inference.processing import binarize_mask, postprocess
+from polypseg.inference.processing import Processing, binarize_mask, postprocess
 
 
 def summarize(values: np.ndarray, seed: int = 0) -> dict[str, float]:
@@ -83,7 +83,7 @@ def worst_gallery(
     per_image: pd.DataFrame,
     probabilities: dict[str, np.ndarray],
     root: Path,
-    threshold: float,
+    processing: Processing,
     path: Path,
     k: int = 8,
     height: int = 200,
@@ -93,7 +93,7 @@ def worst_gallery(
     for row in per_image.nsmallest(k, "dice").itertuples():
         image = read_rgb(root / row.image)
         truth = binarize_mask(read_gray(root / row.mask))
-        pred = postprocess(probabilities[row.name], image.shape[0], image.shape[1], threshold)
+        pred = postprocess(probabilities[row.name], image.shape[0], image.shape[1], processing)
         strip = triptych(image, truth, pred)
         width = max(1, round(strip.shape[1] * height / strip.shape[0]))
         rows.append(np.asarray(Image.fromarray(strip).resize((width, height))))
@@ -111,7 +111,7 @@ def write_report(
     context: dict,
     probabilities: dict[str, np.ndarray] | None = None,
     root: Path | None = None,
-    threshold: float = 0.5,
+    processing: Processing | None = None,
     worst_k: int = 8,
 ) -> list[Path]:
     """Write every report file into ``out_dir``; returns their paths."""
@@ -133,7 +133,12 @@ def write_report(
     if probabilities and root is not None:
         paths.append(
             worst_gallery(
-                per_image, probabilities, root, threshold, out / "worst_cases.png", worst_k
+                per_image,
+                probabilities,
+                root,
+                processing or Processing(),
+                out / "worst_cases.png",
+                worst_k,
             )
         )
     return paths

@@ -76,6 +76,6 @@ class OnnxPredictor:
         prob = self.run(preprocess(image, self.processing))[0]
         return Prediction(
             resize_probabilities(prob, *image.shape[:2]),
-            postprocess(prob, *image.shape[:2], threshold),
+            postprocess(prob, *image.shape[:2], self.processing, threshold),
             threshold,
         )

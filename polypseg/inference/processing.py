@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 
 import cv2
 import numpy as np
+from scipy.ndimage import binary_fill_holes
 
 MASK_THRESHOLD_U8 = 127
 """JPEG masks are noisy: a ground-truth pixel is foreground when its value is > 127."""
@@ -28,6 +29,10 @@ class Processing:
     std: tuple[float, float, float] = (0.5, 0.5, 0.5)
     threshold: float = 0.5
     class_names: tuple[str, ...] = field(default=("background", "polyp"))
+    min_component: float = 0.0
+    """Drop connected components smaller than this fraction of the image (0 = keep all)."""
+    fill_holes: bool = False
+    """Fill holes inside predicted polyps."""
 
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
@@ -82,6 +87,31 @@ def resize_probabilities(prob: np.ndarray, height: int, width: int) -> np.ndarra
     return cv2.resize(prob.astype(np.float32), (width, height), interpolation=cv2.INTER_LINEAR)
 
 
-def postprocess(prob: np.ndarray, height: int, width: int, threshold: float) -> np.ndarray:
-    """Network probability map (h, w) to a {0,1} uint8 mask at the original resolution."""
-    return (resize_probabilities(prob, height, width) > threshold).astype(np.uint8)
+def clean_mask(
+    mask: np.ndarray, min_component: float = 0.0, fill_holes: bool = False
+) -> np.ndarray:
+    """Optional clean-up of a {0,1} mask: remove small components, fill holes."""
+    if min_component > 0:
+        count, labels, stats, _ = cv2.connectedComponentsWithStats(
+            mask.astype(np.uint8), connectivity=8
+        )
+        keep = np.zeros(count, dtype=bool)
+        keep[1:] = stats[1:, cv2.CC_STAT_AREA] >= min_component * mask.size
+        mask = keep[labels].astype(np.uint8)
+    if fill_holes:
+        mask = binary_fill_holes(mask).astype(np.uint8)
+    return mask
+
+
+def postprocess(
+    prob: np.ndarray,
+    height: int,
+    width: int,
+    processing: Processing,
+    threshold: float | None = None,
+) -> np.ndarray:
+    """Network probability map (h, w) to a {0,1} uint8 mask at the original resolution:
+    resize probabilities back, threshold (``threshold`` overrides the stored one), clean up."""
+    threshold = processing.threshold if threshold is None else threshold
+    mask = (resize_probabilities(prob, height, width) > threshold).astype(np.uint8)
+    return clean_mask(mask, processing.min_component, processing.fill_holes)

@@ -14,7 +14,7 @@ from torch import nn
 from torchmetrics import MeanMetric
 
 from polypseg.evaluation.metrics import image_scores, overlap_scores
-from polypseg.inference.processing import Processing, resize_probabilities
+from polypseg.inference.processing import Processing, postprocess
 from polypseg.models.losses import DiceBCELoss
 from polypseg.models.networks import SegmentationNetwork
 
@@ -74,6 +74,8 @@ class PolypSegModule(L.LightningModule):
         mean, std: input normalisation; must match the encoder's pretrained weights
             (0.5/0.5 for EfficientNet-Lite, ImageNet statistics for torchvision/hub weights).
         threshold: probability above which a pixel is polyp; tuned on val and stored in the checkpoint.
+        min_component, fill_holes: optional mask clean-up (drop components smaller than this
+            fraction of the image; fill holes), chosen on val by ``polypseg tune-threshold``.
         image_size: side the network sees (kept here so checkpoints know how to preprocess).
         optimizer: optimizer factory (LightningCLI ``--optimizer``); default AdamW(lr=1e-3, wd=1e-4).
         scheduler: LR scheduler factory stepped per epoch; ``None`` = warm-up + cosine per step
@@ -90,6 +92,8 @@ class PolypSegModule(L.LightningModule):
         mean: tuple[float, float, float] = (0.5, 0.5, 0.5),
         std: tuple[float, float, float] = (0.5, 0.5, 0.5),
         threshold: float = 0.5,
+        min_component: float = 0.0,
+        fill_holes: bool = False,
         image_size: int = 256,
         optimizer: OptimizerCallable | None = None,
         scheduler: LRSchedulerCallable | None = None,
@@ -104,7 +108,10 @@ class PolypSegModule(L.LightningModule):
         self.network = network if network is not None else SegmentationNetwork()
         self.loss = loss if loss is not None else DiceBCELoss()
         self.normalize = Normalize(mean, std)
+        # buffers, not hparams: `--ckpt_path` restores them even when the module is built from YAML
         self.register_buffer("threshold", torch.tensor(float(threshold)))
+        self.register_buffer("min_component", torch.tensor(float(min_component)))
+        self.register_buffer("fill_holes", torch.tensor(bool(fill_holes)))
         self.image_size, self.tta, self.channels_last = image_size, tta, channels_last
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.warmup_steps = warmup_steps
@@ -127,6 +134,8 @@ class PolypSegModule(L.LightningModule):
             mean=tuple(self.hparams.mean),
             std=tuple(self.hparams.std),
             threshold=round(float(self.threshold), 4),
+            min_component=round(float(self.min_component), 6),
+            fill_holes=bool(self.fill_holes),
         )
 
     def inference_network(self) -> InferenceNetwork:
@@ -184,11 +193,10 @@ class PolypSegModule(L.LightningModule):
     def test_step(self, batch: dict, batch_idx: int) -> None:
         """Scores at 256 px and at the original resolution (probabilities resized, then thresholded)."""
         prob = torch.sigmoid(self.predict_logits(batch["image"]))[:, 0].float().cpu().numpy()
-        threshold = float(self.threshold)
-        low_res = overlap_scores(torch.from_numpy(prob) > threshold, batch["mask"].cpu())
+        processing = self.processing
+        low_res = overlap_scores(torch.from_numpy(prob) > processing.threshold, batch["mask"].cpu())
         for i, original in enumerate(batch["original_mask"]):
-            h, w = original.shape
-            pred = resize_probabilities(prob[i], h, w) > threshold
+            pred = postprocess(prob[i], *original.shape, processing)
             record = {
                 "index": int(batch["index"][i]),
                 **image_scores(torch.from_numpy(pred), original),

@@ -136,7 +136,7 @@ class PolypSegAPI(ls.LitAPI):
         outputs = []
         for item, prob in zip(items, self.predictor.run(batch), strict=True):
             h, w = item["image"].shape[:2]
-            mask = postprocess(prob, h, w, item["threshold"])
+            mask = postprocess(prob, h, w, self.predictor.processing, item["threshold"])
             probability = resize_probabilities(prob, h, w) if item["format"] == "json" else None
             outputs.append(
                 {

@@ -58,7 +58,7 @@ def test_prediction_at_original_resolution(tiny_onnx, tiny_module):
         prob = tiny_module.inference_network()(
             torch.from_numpy(preprocess(image, tiny_module.processing))
         )[0, 0]
-    expected = postprocess(prob.numpy(), *image.shape[:2], 0.5)
+    expected = postprocess(prob.numpy(), *image.shape[:2], tiny_module.processing)
     assert (prediction.mask == expected).mean() > 0.999
     np.testing.assert_allclose(
         prediction.probability, resize_probabilities(prob.numpy(), *image.shape[:2]), atol=1e-4

@@ -49,3 +49,18 @@ def test_normalisation_is_inside_the_exported_network():
             )
         )
         torch.testing.assert_close(module.inference_network()(x), expected)
+
+
+def test_old_checkpoint_without_cleanup_buffers_loads(tmp_path):
+    module = small(threshold=0.4)
+    checkpoint = {
+        "state_dict": {
+            k: v for k, v in module.state_dict().items() if k not in ("min_component", "fill_holes")
+        }
+    }
+    fresh = small()
+    fresh.on_load_checkpoint(checkpoint)
+    fresh.load_state_dict(checkpoint["state_dict"])
+    assert (
+        fresh.processing.threshold == pytest.approx(0.4) and fresh.processing.min_component == 0.0
+    )

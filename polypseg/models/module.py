@@ -217,6 +217,12 @@ class PolypSegModule(L.LightningModule):
         prob = torch.sigmoid(self.predict_logits(batch["image"]))[:, 0]
         return {"index": batch["index"].cpu(), "probability": prob.float().cpu()}
 
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Checkpoints from before a post-processing buffer existed load with its default."""
+        state = checkpoint["state_dict"]
+        for name in ("threshold", "min_component", "fill_holes"):
+            state.setdefault(name, getattr(self, name))
+
     # --- optimisation --------------------------------------------------------------------
     def configure_optimizers(self):
         params = [p for p in self.parameters() if p.requires_grad]

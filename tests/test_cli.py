@@ -236,3 +236,20 @@ def test_augmentations_from_yaml(capsys, tmp_path, monkeypatch):
         "albumentations.HorizontalFlip",
         "albumentations.RandomRotate90",
     ]
+
+
+def test_tta_switch_survives_ckpt_path(run_dir, tiny_root, monkeypatch, tmp_path):
+    cli(
+        run_dir,
+        tiny_root,
+        monkeypatch,
+        "test",
+        "--config",
+        SMOKE,
+        f"--data.split_file={tiny_root / 'split.csv'}",
+        "--ckpt_path=checkpoints/smoke/last.ckpt",
+        "--model.tta=true",
+        f"--trainer.callbacks.output_dir={tmp_path}",
+    )
+    metrics = json.loads(next(tmp_path.glob("test-*/metrics.json")).read_text())
+    assert metrics["tta"] is True

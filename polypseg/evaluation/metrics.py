@@ -37,27 +37,28 @@ def _as_batch(mask: torch.Tensor) -> torch.Tensor:
     return (mask > 0).long()
 
 
-def overlap_scores(pred: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Dice, IoU, precision, recall, specificity per image for binary masks (N,H,W) or (H,W)."""
+def overlap_scores(
+    pred: torch.Tensor, target: torch.Tensor, names: tuple[str, ...] = OVERLAP_METRICS
+) -> dict[str, torch.Tensor]:
+    """Dice, IoU, precision, recall, specificity (or the subset ``names``) per image for binary
+    masks (N,H,W) or (H,W)."""
     pred, target = _as_batch(pred), _as_batch(target)
     one_hot = {"num_classes": 1, "input_format": "one-hot"}
-    scores = {
-        "dice": dice_score(
+    functions = {
+        "dice": lambda: dice_score(
             pred[:, None],
             target[:, None],
             average="none",
             aggregation_level="samplewise",
             **one_hot,
         )[:, 0],
-        "iou": mean_iou(pred[:, None], target[:, None], per_class=True, **one_hot)[:, 0],
-        "precision": binary_precision(pred, target, multidim_average="samplewise"),
-        "recall": binary_recall(pred, target, multidim_average="samplewise"),
-        "specificity": binary_specificity(pred, target, multidim_average="samplewise"),
+        "iou": lambda: mean_iou(pred[:, None], target[:, None], per_class=True, **one_hot)[:, 0],
+        "precision": lambda: binary_precision(pred, target, multidim_average="samplewise"),
+        "recall": lambda: binary_recall(pred, target, multidim_average="samplewise"),
+        "specificity": lambda: binary_specificity(pred, target, multidim_average="samplewise"),
     }
     both_empty = (pred.flatten(1).sum(1) == 0) & (target.flatten(1).sum(1) == 0)
-    return {
-        k: torch.where(both_empty, torch.ones_like(v.float()), v.float()) for k, v in scores.items()
-    }
+    return {k: torch.where(both_empty, 1.0, functions[k]().float()) for k in names}
 
 
 def hd95(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

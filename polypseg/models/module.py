@@ -104,7 +104,11 @@ class PolypSegModule(L.LightningModule):
         super().__init__()
         # From LightningCLI the hparams are the YAML (class_path dicts), so load_from_checkpoint can
         # rebuild the network; objects passed from Python are saved as weights only.
-        self.save_hyperparameters(ignore=None if _from_cli_config() else ["network", "loss"])
+        # `tta` is a choice made at evaluation time, not part of the model: it is not saved, so
+        # `polypseg test --ckpt_path … --model.tta true` is not overridden by the checkpoint.
+        self.save_hyperparameters(
+            ignore=["tta"] if _from_cli_config() else ["network", "loss", "tta"]
+        )
         self.network = network if network is not None else SegmentationNetwork()
         self.loss = loss if loss is not None else DiceBCELoss()
         self.normalize = Normalize(mean, std)
@@ -158,7 +162,9 @@ class PolypSegModule(L.LightningModule):
     def _shared_step(self, batch: dict, stage: str) -> torch.Tensor:
         logits = self(batch["image"]) if stage == "train" else self.predict_logits(batch["image"])
         loss = self.loss(logits, batch["mask"])
-        scores = overlap_scores(torch.sigmoid(logits.detach()) > self.threshold, batch["mask"])
+        scores = overlap_scores(
+            logits.detach() > torch.logit(self.threshold), batch["mask"], ("dice", "iou")
+        )
         batch_size = len(batch["image"])
         for name in ("dice", "iou"):
             metric = self.mean_metrics[f"{stage}_{name}"]

@@ -18,13 +18,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import data_root, git_sha, machine, time_call
 from torch.utils.flop_counter import FlopCounterMode
 
 from polypseg.inference.onnx import export_onnx, quantize_int8
 from polypseg.inference.predictor import OnnxPredictor
 from polypseg.models.module import PolypSegModule
 from polypseg.models.networks import SegmentationNetwork
+
+from common import data_root, git_sha, machine, time_call
 
 NARROW = (128, 64, 32, 16, 8)
 CANDIDATES = {

@@ -21,10 +21,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import requests
-from common import data_root, git_sha, machine
 
 from polypseg.data.io import read_rgb
 from polypseg.inference.predictor import OnnxPredictor
+
+from common import data_root, git_sha, machine
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -16,10 +16,11 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from common import data_root, git_sha, machine
 
 from polypseg.data.datamodule import KvasirSegDataModule
 from polypseg.models.module import PolypSegModule
+
+from common import data_root, git_sha, machine
 
 SPLIT = Path(__file__).resolve().parents[1] / "data" / "splits" / "kvasir_seg_70_15_15.csv"
 

@@ -7,7 +7,6 @@ import hashlib
 import zipfile
 
 import pytest
-from conftest import KVASIR
 
 from polypseg.data.acquire import (
     ChecksumError,
@@ -16,6 +15,8 @@ from polypseg.data.acquire import (
     import_dataset,
     verify,
 )
+
+from conftest import KVASIR
 
 
 @pytest.fixture(scope="module")

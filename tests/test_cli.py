@@ -11,11 +11,12 @@ import mlflow
 import numpy as np
 import pytest
 import yaml
-from conftest import REPO
 from PIL import Image
 
 from polypseg.cli import main
 from polypseg.data.io import read_gray
+
+from conftest import REPO
 
 SMOKE = str(REPO / "configs" / "smoke.yaml")
 

@@ -8,6 +8,7 @@ import signal
 
 import pytest
 from playwright.sync_api import sync_playwright
+
 from test_serving import BIN, free_port, start
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"

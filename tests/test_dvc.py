@@ -8,6 +8,7 @@ import shutil
 import subprocess
 
 import yaml
+
 from conftest import REPO
 
 BIN = REPO / ".venv" / "bin"

@@ -6,12 +6,13 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from conftest import KVASIR
 
 from polypseg.data.io import read_rgb
 from polypseg.inference.onnx import ExportError, export_onnx, quantize_int8
 from polypseg.inference.predictor import OnnxPredictor
 from polypseg.inference.processing import postprocess, preprocess, resize_probabilities
+
+from conftest import KVASIR
 
 
 def test_single_file_with_metadata(tiny_onnx):

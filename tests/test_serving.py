@@ -14,8 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import requests
-from conftest import KVASIR, REPO
 from PIL import Image
+
+from conftest import KVASIR, REPO
 
 BIN = REPO / ".venv" / "bin"
 IMAGE = sorted((KVASIR / "images").glob("*.jpg"))[0]

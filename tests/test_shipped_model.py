@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from conftest import KVASIR, REPO, real_names
 from polypseg.data.io import read_gray, read_rgb
 from polypseg.inference.predictor import OnnxPredictor
 from polypseg.inference.processing import binarize_mask
+
+from conftest import KVASIR, REPO, real_names
 
 SHIPPED = REPO / "models" / "polypseg.onnx"
 

@@ -7,12 +7,13 @@ import io
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import OUR_SPLIT, copy_samples, real_names
 from PIL import Image
 
 from polypseg.data.io import read_rgb
 from polypseg.data.manifest import DataValidationError, read_split, scan_samples, size_bins
 from polypseg.data.splits import carve_validation, dhash, make_split, write_split
+
+from conftest import OUR_SPLIT, copy_samples, real_names
 
 
 @pytest.fixture(scope="module")

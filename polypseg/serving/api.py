@@ -159,6 +159,74 @@ class PolypSegAPI(ls.LitAPI):
         }
 
 
+PREDICT_REQUEST_BODY = {
+    "required": True,
+    "content": {
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "required": ["file"],
+                "properties": {
+                    "file": {
+                        "type": "string",
+                        "format": "binary",
+                        "description": "JPEG/PNG/TIFF/BMP image",
+                    },
+                    "format": {"type": "string", "enum": list(FORMATS), "default": "png"},
+                    "threshold": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1},
+                },
+            }
+        },
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "required": ["image"],
+                "properties": {
+                    "image": {
+                        "type": "string",
+                        "contentEncoding": "base64",
+                        "description": "base64 image bytes",
+                    },
+                    "format": {"type": "string", "enum": list(FORMATS), "default": "png"},
+                    "threshold": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1},
+                },
+            }
+        },
+    },
+}
+PREDICT_RESPONSES = {
+    "200": {
+        "description": "PNG mask (0/255) at the image's size, or JSON with area, boxes, contours",
+        "content": {"image/png": {}, "application/json": {}},
+    },
+    "400": {"description": "not an image, truncated, empty, or missing field"},
+    "413": {"description": "upload or image too large"},
+    "415": {"description": "unsupported content or image type"},
+    "422": {"description": "bad option (format, threshold)"},
+}
+
+
+def document_predict(app, path: str = "/predict") -> None:
+    """Describe the request body LitServe cannot infer from ``decode_request(request: Request)``."""
+    from fastapi.openapi.utils import get_openapi
+
+    def openapi():
+        if app.openapi_schema is None:
+            schema = get_openapi(
+                title="polypseg",
+                version=__import__("polypseg").__version__,
+                description=f"Polyp segmentation API. {NOTICE}",
+                routes=app.routes,
+            )
+            operation = schema["paths"][path]["post"]
+            operation["requestBody"] = PREDICT_REQUEST_BODY
+            operation["responses"] = PREDICT_RESPONSES
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi
+
+
 def build_server(
     model: str | None = None,
     max_batch_size: int = 1,
@@ -175,7 +243,7 @@ def build_server(
         max_batch_size=max_batch_size,
         batch_timeout=batch_timeout if max_batch_size > 1 else 0.0,
     )
-    return ls.LitServer(
+    server = ls.LitServer(
         api,
         accelerator="cpu",
         workers_per_device=workers,
@@ -184,6 +252,8 @@ def build_server(
         timeout=30,
         middlewares=[(RequestGuard, {"max_bytes": max_upload_mb * 1024 * 1024})],
     )
+    document_predict(server.app)
+    return server
 
 
 def _graceful(signum, frame):

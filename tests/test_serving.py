@@ -178,6 +178,14 @@ def bomb() -> bytes:
             415,
             "multipart",
         ),
+        (
+            {
+                "data": b"--x\r\nbroken",
+                "headers": {"content-type": "multipart/form-data; boundary=x"},
+            },
+            400,
+            "'file'",
+        ),
     ],
 )
 def test_bad_requests_get_clear_4xx(server, kwargs, status, words):

@@ -16,6 +16,8 @@ from pathlib import Path
 import litserve as ls
 import numpy as np
 from fastapi import HTTPException, Request, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import Request as StarletteRequest
 
 from polypseg.inference.predictor import OnnxPredictor
 from polypseg.inference.processing import postprocess, preprocess, resize_probabilities
@@ -31,7 +33,10 @@ def _option(payload, key: str, default):
 
 
 class RequestGuard:
-    """ASGI middleware: refuse bodies LitServe cannot parse (bad JSON, wrong type) with a 4xx, not a 500."""
+    """ASGI middleware: bodies LitServe cannot parse (bad JSON, malformed multipart, other types,
+    too large) get a 4xx with a message here, instead of a 500 inside LitServe."""
+
+    FORMS = ("multipart/form-data", "application/x-www-form-urlencoded")
 
     def __init__(self, app, path: str = "/predict", max_bytes: int = 20 * 1024 * 1024):
         self.app, self.path, self.max_bytes = app, path, max_bytes
@@ -41,31 +46,39 @@ class RequestGuard:
             return await self.app(scope, receive, send)
         headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
         kind = headers.get("content-type", "").split(";")[0].strip().lower()
-        if kind in ("multipart/form-data", "application/x-www-form-urlencoded"):
-            return await self.app(scope, receive, send)
-        if kind != "application/json":
-            return await _reply(
-                send,
-                415,
-                "send multipart/form-data with 'file', or application/json with base64 'image'",
+        if kind not in (*self.FORMS, "application/json"):
+            message = (
+                "send multipart/form-data with 'file', or application/json with base64 'image'"
             )
+            return await _reply(send, 415, message)
         body, more = b"", True
         while more:
-            message = await receive()
+            try:  # LitServe's own size limit raises from inside receive()
+                message = await receive()
+            except StarletteHTTPException as exc:
+                return await _reply(send, exc.status_code, str(exc.detail))
             body += message.get("body", b"")
             more = message.get("more_body", False)
             if len(body) > self.max_bytes:
                 return await _reply(
                     send, 413, f"request body over {self.max_bytes // (1024 * 1024)} MB"
                 )
-        try:
-            json.loads(body)
-        except ValueError:
-            return await _reply(send, 400, "request body is not valid JSON")
 
         async def replay():
             return {"type": "http.request", "body": body, "more_body": False}
 
+        if kind == "application/json":
+            try:
+                json.loads(body)
+            except ValueError:
+                return await _reply(send, 400, "request body is not valid JSON")
+        else:
+            try:
+                await StarletteRequest(scope, replay).form()
+            except Exception as exc:  # starlette raises its own HTTPException, LitServe would 500
+                return await _reply(
+                    send, 400, f"malformed {kind} body ({getattr(exc, 'detail', exc)})"
+                )
         return await self.app(scope, replay, send)
 
 
@@ -159,39 +172,27 @@ class PolypSegAPI(ls.LitAPI):
         }
 
 
+def _body_schema(field: str, spec: dict) -> dict:
+    """Object schema: the image field plus the options both encodings share."""
+    options = {
+        "format": {"type": "string", "enum": list(FORMATS), "default": "png"},
+        "threshold": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1},
+    }
+    return {
+        "schema": {"type": "object", "required": [field], "properties": {field: spec, **options}}
+    }
+
+
 PREDICT_REQUEST_BODY = {
     "required": True,
     "content": {
-        "multipart/form-data": {
-            "schema": {
-                "type": "object",
-                "required": ["file"],
-                "properties": {
-                    "file": {
-                        "type": "string",
-                        "format": "binary",
-                        "description": "JPEG/PNG/TIFF/BMP image",
-                    },
-                    "format": {"type": "string", "enum": list(FORMATS), "default": "png"},
-                    "threshold": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1},
-                },
-            }
-        },
-        "application/json": {
-            "schema": {
-                "type": "object",
-                "required": ["image"],
-                "properties": {
-                    "image": {
-                        "type": "string",
-                        "contentEncoding": "base64",
-                        "description": "base64 image bytes",
-                    },
-                    "format": {"type": "string", "enum": list(FORMATS), "default": "png"},
-                    "threshold": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1},
-                },
-            }
-        },
+        "multipart/form-data": _body_schema(
+            "file", {"type": "string", "format": "binary", "description": "JPEG/PNG/TIFF/BMP image"}
+        ),
+        "application/json": _body_schema(
+            "image",
+            {"type": "string", "contentEncoding": "base64", "description": "base64 image bytes"},
+        ),
     },
 }
 PREDICT_RESPONSES = {

@@ -74,7 +74,8 @@ def test_resume_from_last(run_dir, tiny_root, monkeypatch):
     )  # 2 epochs x 2 batches (4 train samples)
 
 
-def test_test_writes_report(run_dir, tiny_root, monkeypatch, capsys):
+def smoke_test(run_dir, tiny_root, monkeypatch, *extra):
+    """`polypseg test` of the smoke run's last checkpoint on the tiny split."""
     cli(
         run_dir,
         tiny_root,
@@ -84,7 +85,12 @@ def test_test_writes_report(run_dir, tiny_root, monkeypatch, capsys):
         SMOKE,
         f"--data.split_file={tiny_root / 'split.csv'}",
         "--ckpt_path=checkpoints/smoke/last.ckpt",
+        *extra,
     )
+
+
+def test_test_writes_report(run_dir, tiny_root, monkeypatch, capsys):
+    smoke_test(run_dir, tiny_root, monkeypatch)
     report = sorted((run_dir / "reports" / "smoke").glob("test-*"))[-1]
     metrics = json.loads((report / "metrics.json").read_text())
     assert metrics["images"] == 3 and metrics["checkpoint"].endswith("last.ckpt")
@@ -240,15 +246,10 @@ def test_augmentations_from_yaml(capsys, tmp_path, monkeypatch):
 
 
 def test_tta_switch_survives_ckpt_path(run_dir, tiny_root, monkeypatch, tmp_path):
-    cli(
+    smoke_test(
         run_dir,
         tiny_root,
         monkeypatch,
-        "test",
-        "--config",
-        SMOKE,
-        f"--data.split_file={tiny_root / 'split.csv'}",
-        "--ckpt_path=checkpoints/smoke/last.ckpt",
         "--model.tta=true",
         f"--trainer.callbacks.output_dir={tmp_path}",
     )

@@ -16,7 +16,7 @@ import json
 import logging
 import os
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -103,8 +103,7 @@ def _dice(a: np.ndarray, b: np.ndarray) -> float:
 def parity(module, onnx_path: Path, images: Sequence[np.ndarray]) -> ParityReport:
     """onnxruntime vs PyTorch on resized RGB uint8 images: max |Δp| and Dice of the two masks."""
     batch = to_network_input(list(images))
-    with torch.no_grad():
-        reference = module.inference_network()(torch.from_numpy(batch))[:, 0].numpy()
+    reference = torch_probabilities(module)(batch)
     got = OnnxPredictor(onnx_path).run(batch)
     threshold = float(module.threshold)
     return ParityReport(
@@ -151,18 +150,31 @@ def export_onnx(
 
 
 def mean_dice(
-    predictor: OnnxPredictor, samples: Iterable[tuple[np.ndarray, np.ndarray]], batch: int = 16
+    probabilities: Callable[[np.ndarray], np.ndarray],
+    samples: Sequence[tuple[np.ndarray, np.ndarray]],
+    threshold: float,
+    batch: int = 16,
 ) -> float:
-    """Mean per-image Dice at the network resolution over (resized image, {0,1} mask) pairs."""
-    scores, pending = [], list(samples)
-    threshold = predictor.processing.threshold
-    for start in range(0, len(pending), batch):
-        chunk = pending[start : start + batch]
-        prob = predictor.run(to_network_input([im for im, _ in chunk]))
+    """Mean per-image Dice at network resolution over (resized image, {0,1} mask) pairs, for any
+    ``(N,3,S,S) -> (N,S,S)`` probability function (ONNX session or PyTorch module)."""
+    scores = []
+    for start in range(0, len(samples), batch):
+        chunk = samples[start : start + batch]
+        prob = probabilities(to_network_input([im for im, _ in chunk]))
         scores += [
             _dice(p > threshold, m.astype(bool)) for p, (_, m) in zip(prob, chunk, strict=True)
         ]
     return float(np.mean(scores))
+
+
+def torch_probabilities(module) -> Callable[[np.ndarray], np.ndarray]:
+    net = module.inference_network()
+
+    def run(batch: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return net(torch.from_numpy(batch))[:, 0].numpy()
+
+    return run
 
 
 def quantize_int8(
@@ -206,8 +218,8 @@ def quantize_int8(
         _set_metadata(tmp, metadata)
         int8 = OnnxPredictor(tmp)
         result = {
-            "fp32_val_dice": mean_dice(fp32, validation),
-            "int8_val_dice": mean_dice(int8, validation),
+            "fp32_val_dice": mean_dice(fp32.run, validation, fp32.processing.threshold),
+            "int8_val_dice": mean_dice(int8.run, validation, int8.processing.threshold),
         }
         result["dice_drop"] = result["fp32_val_dice"] - result["int8_val_dice"]
         if result["dice_drop"] > max_dice_drop:
@@ -273,7 +285,12 @@ def export_checkpoint(
     module = load_module(ckpt)
     datamodule = datamodule_from_checkpoint(ckpt, data_root)
     val = resized_pairs(datamodule, "val")
-    extra = {"checkpoint": str(ckpt), "val_metrics": {"val/dice": mean_dice_torch(module, val)}}
+    extra = {
+        "checkpoint": str(ckpt),
+        "val_metrics": {
+            "val/dice": mean_dice(torch_probabilities(module), val, float(module.threshold))
+        },
+    }
     report = export_onnx(module, out, [im for im, _ in val[:parity_images]], tolerance, extra)
     result = {"onnx": str(out), "parity": report.to_dict(), **extra}
     print(
@@ -288,18 +305,3 @@ def export_checkpoint(
         }
         print(f"wrote {int8_out}: val Dice drop {result['int8']['dice_drop']:+.4f}")
     return result
-
-
-def mean_dice_torch(
-    module, pairs: Sequence[tuple[np.ndarray, np.ndarray]], batch: int = 16
-) -> float:
-    """Mean per-image val Dice of the PyTorch module at network resolution (for the metadata)."""
-    net, threshold, scores = module.inference_network(), float(module.threshold), []
-    with torch.no_grad():
-        for start in range(0, len(pairs), batch):
-            chunk = pairs[start : start + batch]
-            prob = net(torch.from_numpy(to_network_input([im for im, _ in chunk])))[:, 0].numpy()
-            scores += [
-                _dice(p > threshold, m.astype(bool)) for p, (_, m) in zip(prob, chunk, strict=True)
-            ]
-    return float(np.mean(scores))

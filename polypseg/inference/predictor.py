@@ -63,19 +63,24 @@ class OnnxPredictor:
         """(N,3,S,S) float32 in [0,1] -> (N,S,S) probabilities."""
         return self.session.run(None, {self.input_name: batch})[0][:, 0]
 
-    def probabilities(self, images: list[np.ndarray]) -> list[np.ndarray]:
-        """RGB uint8 images of any sizes -> probability maps at their original sizes."""
+    def predict_many(
+        self, images: list[np.ndarray], thresholds: list[float | None] | None = None
+    ) -> list[Prediction]:
+        """RGB uint8 images of any sizes, one network batch -> predictions at their original sizes."""
+        thresholds = thresholds or [None] * len(images)
         batch = np.concatenate([preprocess(image, self.processing) for image in images])
-        return [
-            resize_probabilities(p, *im.shape[:2])
-            for p, im in zip(self.run(batch), images, strict=True)
-        ]
+        predictions = []
+        for prob, image, threshold in zip(self.run(batch), images, thresholds, strict=True):
+            threshold = self.processing.threshold if threshold is None else threshold
+            h, w = image.shape[:2]
+            predictions.append(
+                Prediction(
+                    resize_probabilities(prob, h, w),
+                    postprocess(prob, h, w, self.processing, threshold),
+                    threshold,
+                )
+            )
+        return predictions
 
     def predict(self, image: np.ndarray, threshold: float | None = None) -> Prediction:
-        threshold = self.processing.threshold if threshold is None else threshold
-        prob = self.run(preprocess(image, self.processing))[0]
-        return Prediction(
-            resize_probabilities(prob, *image.shape[:2]),
-            postprocess(prob, *image.shape[:2], self.processing, threshold),
-            threshold,
-        )
+        return self.predict_many([image], [threshold])[0]

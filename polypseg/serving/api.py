@@ -14,13 +14,11 @@ import signal
 from pathlib import Path
 
 import litserve as ls
-import numpy as np
 from fastapi import HTTPException, Request, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request as StarletteRequest
 
 from polypseg.inference.predictor import OnnxPredictor
-from polypseg.inference.processing import postprocess, preprocess, resize_probabilities
 from polypseg.serving import NOTICE, resolve_model
 from polypseg.serving.codec import BadImage, decode_base64, decode_image, describe, png_bytes
 
@@ -143,21 +141,18 @@ class PolypSegAPI(ls.LitAPI):
 
     def predict(self, inputs: dict | list[dict]) -> dict | list[dict]:
         items = inputs if isinstance(inputs, list) else [inputs]
-        batch = np.concatenate(
-            [preprocess(item["image"], self.predictor.processing) for item in items]
+        predictions = self.predictor.predict_many(
+            [i["image"] for i in items], [i["threshold"] for i in items]
         )
-        outputs = []
-        for item, prob in zip(items, self.predictor.run(batch), strict=True):
-            h, w = item["image"].shape[:2]
-            mask = postprocess(prob, h, w, self.predictor.processing, item["threshold"])
-            probability = resize_probabilities(prob, h, w) if item["format"] == "json" else None
-            outputs.append(
-                {
-                    "mask": mask,
-                    "probability": probability,
-                    **{k: item[k] for k in ("format", "threshold")},
-                }
-            )
+        outputs = [
+            {
+                "mask": p.mask,
+                "probability": p.probability,
+                "format": i["format"],
+                "threshold": p.threshold,
+            }
+            for i, p in zip(items, predictions, strict=True)
+        ]
         return outputs if isinstance(inputs, list) else outputs[0]
 
     def unbatch(self, output: list[dict]) -> list[dict]:

@@ -47,7 +47,7 @@ def main() -> None:
     ax.axhline(0.85, color="grey", lw=0.8, ls="--")
     ax.set(
         xlabel="wall-clock minutes since start (2 CPU cores)",
-        ylabel="val mDice (256 px)",
+        ylabel="val mDice (network resolution)",
         title="Training curve",
     )
     ax.legend()

@@ -14,6 +14,7 @@ KVASIR = Path(
     os.environ.get("POLYPSEG_DATA_ROOT") or REPO.parent / "shared" / "data" / "kvasir-seg"
 )
 OUR_SPLIT = REPO / "data" / "splits" / "kvasir_seg_70_15_15.csv"
+PRANET_SPLIT = REPO / "data" / "splits" / "kvasir_pranet_900_100.csv"  # the shipped model's
 
 os.environ.setdefault("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db")
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
@@ -24,8 +25,8 @@ def pytest_configure(config):
         raise pytest.UsageError(f"Kvasir-SEG not found at {KVASIR}; set POLYPSEG_DATA_ROOT")
 
 
-def real_names(split: str, count: int) -> list[str]:
-    table = pd.read_csv(OUR_SPLIT)
+def real_names(split: str, count: int, split_file: Path = OUR_SPLIT) -> list[str]:
+    table = pd.read_csv(split_file)
     return sorted(table[table.split == split].name)[:count]
 
 

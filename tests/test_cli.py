@@ -4,6 +4,7 @@ tune-threshold, export, infer. The smoke config trains a tiny U-Net for a few st
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -90,9 +91,12 @@ def smoke_test(run_dir, tiny_root, monkeypatch, *extra):
 
 
 def test_test_writes_report(run_dir, tiny_root, monkeypatch, capsys):
-    smoke_test(run_dir, tiny_root, monkeypatch)
+    smoke_test(run_dir, tiny_root, monkeypatch, "--data.eval_batch_size=1")
     report = sorted((run_dir / "reports" / "smoke").glob("test-*"))[-1]
     metrics = json.loads((report / "metrics.json").read_text())
+    out = capsys.readouterr().out
+    logged = float(re.search(r"test/dice\s*\S\s*([0-9.]+)", out).group(1))
+    assert logged == pytest.approx(metrics["metrics"]["dice"]["mean"], abs=1e-6)  # over 3 batches
     assert metrics["images"] == 3 and metrics["checkpoint"].endswith("last.ckpt")
     for name in ("dice", "iou", "precision", "recall", "specificity", "hd95", "dice_64px"):
         summary = metrics["metrics"][name]
@@ -101,7 +105,7 @@ def test_test_writes_report(run_dir, tiny_root, monkeypatch, capsys):
     assert len(per_image) == 4 and per_image[0].startswith("name,image,mask,width,height")
     for plot in ("dice_histogram.png", "dice_vs_size.png", "worst_cases.png"):
         assert Image.open(report / plot).size[0] > 100
-    assert "report:" in capsys.readouterr().out
+    assert "report:" in out
 
 
 def test_predict_writes_masks_at_original_size(run_dir, tiny_root, monkeypatch):

@@ -89,3 +89,35 @@ def test_int8_quantization_and_refusal(tiny_onnx, resized_real_images, tmp_path)
     with pytest.raises(ExportError, match="int8 loses"):
         quantize_int8(tiny_onnx, refused, calibration, validation, max_dice_drop=-1.0)
     assert not refused.exists()
+
+
+def test_int8_percentile_calibration_keeps_end_convolutions_fp32(
+    tiny_onnx, resized_real_images, tmp_path
+):
+    import onnx
+
+    calibration = [im for im, _ in resized_real_images[:6]]
+    validation = resized_real_images[6:]
+    out = tmp_path / "ends.int8.onnx"
+    quantize_int8(
+        tiny_onnx,
+        out,
+        calibration,
+        validation,
+        1.0,
+        calibration_method="percentile",
+        keep_ends=True,
+    )
+    graph = onnx.load(str(out)).graph
+    convs = [n for n in graph.node if n.op_type == "Conv"]
+    produced_by = {o: n.op_type for n in graph.node for o in n.output}
+    # an fp32 Conv reads its float weight straight, a quantized one through DequantizeLinear
+    assert produced_by.get(convs[0].input[1]) != "DequantizeLinear"
+    assert produced_by.get(convs[-1].input[1]) != "DequantizeLinear"
+    assert produced_by.get(convs[1].input[1]) == "DequantizeLinear"
+    quantization = OnnxPredictor(out).metadata["quantization"]
+    assert quantization["calibration_method"] == "percentile"
+    assert quantization["fp32_layers"] == "first and last Conv"
+    with pytest.raises(ExportError, match="calibration_method 'histogram'"):
+        quantize_int8(tiny_onnx, tmp_path / "x.onnx", calibration, validation, 1.0, "histogram")
+    assert not (tmp_path / "x.onnx").exists()

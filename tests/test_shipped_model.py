@@ -8,7 +8,7 @@ from polypseg.data.io import read_gray, read_rgb
 from polypseg.inference.predictor import OnnxPredictor
 from polypseg.inference.processing import binarize_mask
 
-from conftest import KVASIR, REPO, real_names
+from conftest import KVASIR, PRANET_SPLIT, REPO, real_names
 
 SHIPPED = REPO / "models" / "polypseg.onnx"
 
@@ -23,7 +23,7 @@ def test_shipped_model_metadata():
 def test_shipped_model_segments_held_out_test_images():
     predictor = OnnxPredictor(SHIPPED)
     scores = []
-    for name in real_names("test", 12):
+    for name in real_names("test", 12, PRANET_SPLIT):
         truth = binarize_mask(read_gray(KVASIR / "masks" / f"{name}.jpg")).astype(bool)
         mask = predictor.predict(read_rgb(KVASIR / "images" / f"{name}.jpg")).mask.astype(bool)
         scores.append(2 * (mask & truth).sum() / (mask.sum() + truth.sum()))

@@ -183,10 +183,18 @@ def quantize_int8(
     calibration: Sequence[np.ndarray],
     validation: Sequence[tuple[np.ndarray, np.ndarray]],
     max_dice_drop: float = 0.005,
+    calibration_method: str = "minmax",
+    keep_ends: bool = False,
 ) -> dict:
-    """Static QDQ int8 quantization calibrated on training images; refused past ``max_dice_drop``."""
+    """Static QDQ int8 quantization calibrated on training images; refused past ``max_dice_drop``.
+
+    ``calibration_method`` is ORT's ``minmax``, ``percentile`` or ``entropy``; ``keep_ends`` leaves
+    the first and last convolution in fp32 (the layers most sensitive to input/output range).
+    """
+    import onnx
     from onnxruntime.quantization import (
         CalibrationDataReader,
+        CalibrationMethod,
         QuantFormat,
         QuantType,
         quantize_static,
@@ -205,6 +213,12 @@ def quantize_int8(
     with tempfile.TemporaryDirectory() as work, atomic_path(out) as tmp:
         pre = Path(work) / "pre.onnx"
         quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
+        convs = [n.name for n in onnx.load(str(pre)).graph.node if n.op_type == "Conv"]
+        methods = {m.name.lower(): m for m in CalibrationMethod}
+        if calibration_method not in methods:
+            raise ExportError(
+                f"calibration_method '{calibration_method}': use one of {sorted(methods)}"
+            )
         quantize_static(
             str(pre),
             str(tmp),
@@ -213,6 +227,8 @@ def quantize_int8(
             per_channel=True,
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
+            calibrate_method=methods[calibration_method],
+            nodes_to_exclude=[convs[0], convs[-1]] if keep_ends and convs else [],
         )
         metadata = dict(fp32.metadata)
         _set_metadata(tmp, metadata)
@@ -226,7 +242,13 @@ def quantize_int8(
             raise ExportError(
                 f"{out}: int8 loses {result['dice_drop']:.4f} val Dice > allowed {max_dice_drop}; not written"
             )
-        _set_metadata(tmp, {**metadata, "quantization": {"type": "int8 static QDQ", **result}})
+        quantization = {
+            "type": "int8 static QDQ",
+            "calibration_method": calibration_method,
+            "fp32_layers": "first and last Conv" if keep_ends else "none",
+            **result,
+        }
+        _set_metadata(tmp, {**metadata, "quantization": quantization})
     return result
 
 
@@ -280,8 +302,13 @@ def export_checkpoint(
     parity_images: int = 16,
     tolerance: float = 1e-3,
     calibration_images: int = 64,
+    calibration_method: str = "minmax",
+    keep_ends: bool = False,
 ) -> dict:
-    """Export ``ckpt`` to ``out`` (+ ``*.int8.onnx`` with ``int8``); parity-checked on real val images."""
+    """Export ``ckpt`` to ``out`` (+ ``*.int8.onnx`` with ``int8``); parity-checked on real val images.
+
+    ``calibration_method`` and ``keep_ends`` tune the int8 quantization (see :func:`quantize_int8`).
+    """
     module = load_module(ckpt)
     datamodule = datamodule_from_checkpoint(ckpt, data_root)
     val = resized_pairs(datamodule, "val")
@@ -301,7 +328,9 @@ def export_checkpoint(
         int8_out = Path(out).with_suffix(".int8.onnx")
         result["int8"] = {
             "onnx": str(int8_out),
-            **quantize_int8(out, int8_out, calibration, val, max_dice_drop),
+            **quantize_int8(
+                out, int8_out, calibration, val, max_dice_drop, calibration_method, keep_ends
+            ),
         }
         print(f"wrote {int8_out}: val Dice drop {result['int8']['dice_drop']:+.4f}")
     return result

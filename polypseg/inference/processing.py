@@ -2,7 +2,7 @@
 
 Keeping one definition is what makes a served mask identical to an evaluated one: the network
 sees RGB resized to ``size`` x ``size`` and scaled to [0, 1]; normalisation (mean/std of the encoder's
-weights) happens inside the network (:class:`polypseg.models.module.Normalize`), so it is also
+weights) happens inside the network (:class:`polypseg.models.networks.Normalize`), so it is also
 inside every exported ONNX graph. Probabilities are resized back to the original resolution
 *before* thresholding (smoother edges than resizing a binary mask, and what the PraNet protocol
 scores).

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
-
 import lightning as L
 import numpy as np
 import torch
@@ -16,7 +13,8 @@ from torchmetrics import MeanMetric
 from polypseg.evaluation.metrics import image_scores, overlap_scores
 from polypseg.inference.processing import Processing, postprocess
 from polypseg.models.losses import DiceBCELoss
-from polypseg.models.networks import SegmentationNetwork
+from polypseg.models.networks import Normalize, SegmentationNetwork
+from polypseg.models.schedules import warmup_cosine
 
 
 def _from_cli_config() -> bool:
@@ -25,18 +23,6 @@ def _from_cli_config() -> bool:
     except ImportError:  # pragma: no cover - Lightning internals moved
         return False
     return _given_hyperparameters.get() is not None
-
-
-class Normalize(nn.Module):
-    """``(x - mean) / std`` inside the graph, so every exported model normalises the same way."""
-
-    def __init__(self, mean: Sequence[float], std: Sequence[float]):
-        super().__init__()
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.mean) / self.std
 
 
 class InferenceNetwork(nn.Module):
@@ -48,20 +34,6 @@ class InferenceNetwork(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.network(self.normalize(x)))
-
-
-def warmup_cosine(
-    optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int
-) -> torch.optim.lr_scheduler.LambdaLR:
-    """Linear warm-up then cosine decay to 1% of the base LR, stepped every batch."""
-
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
-        return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * progress))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 class PolypSegModule(L.LightningModule):
@@ -122,7 +94,7 @@ class PolypSegModule(L.LightningModule):
         self.mean_metrics = nn.ModuleDict(
             {
                 f"{stage}_{name}": MeanMetric()
-                for stage in ("train", "val")
+                for stage in ("train", "val", "test")
                 for name in ("dice", "iou")
             }
         )
@@ -201,6 +173,7 @@ class PolypSegModule(L.LightningModule):
         prob = torch.sigmoid(self.predict_logits(batch["image"]))[:, 0].float().cpu().numpy()
         processing = self.processing
         low_res = overlap_scores(torch.from_numpy(prob) > processing.threshold, batch["mask"].cpu())
+        records = []
         for i, original in enumerate(batch["original_mask"]):
             pred = postprocess(prob[i], *original.shape, processing)
             record = {
@@ -210,14 +183,12 @@ class PolypSegModule(L.LightningModule):
             record.update({f"{k}_{self.image_size}px": float(v[i]) for k, v in low_res.items()})
             record["predicted_fraction"] = float(pred.mean())
             record["probability"] = prob[i].astype(np.float16)  # for the worst-case gallery
-            self.test_records.append(record)
-        self.log_dict(
-            {
-                f"test/{k}": float(np.mean([r[k] for r in self.test_records]))
-                for k in ("dice", "iou")
-            },
-            batch_size=len(prob),
-        )
+            records.append(record)
+        self.test_records.extend(records)
+        for name in ("dice", "iou"):  # per-image mean over the epoch, as in the test report
+            metric = self.mean_metrics[f"test_{name}"]
+            metric.update(torch.tensor([r[name] for r in records], dtype=torch.float32))
+            self.log(f"test/{name}", metric, on_step=False, on_epoch=True, batch_size=len(prob))
 
     def predict_step(self, batch: dict, batch_idx: int) -> dict:
         prob = torch.sigmoid(self.predict_logits(batch["image"]))[:, 0]

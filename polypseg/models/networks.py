@@ -12,6 +12,18 @@ from torch import nn
 from polypseg.models.weights import OFFLINE, WeightSourceError, load_encoder_weights
 
 
+class Normalize(nn.Module):
+    """``(x - mean) / std`` inside the graph, so every exported model normalises the same way."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
 class SegmentationNetwork(nn.Module):
     """An smp model (``arch``: Unet, UnetPlusPlus, FPN, DeepLabV3Plus, …) returning logits.
 

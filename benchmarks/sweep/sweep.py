@@ -4,8 +4,8 @@ The lent machine has torch, timm and torchmetrics but not our data pipeline's li
 script trains from the tensors ``pack.py`` wrote and augments on the GPU (flips, 90° rotations,
 the default recipe's affine and colour jitter), while the network, loss, LR schedule and metrics
 are polypseg's own (``SegmentationNetwork``, ``DiceBCELoss``, ``warmup_cosine``,
-``overlap_scores``). Test scores are per-image Dice at the original resolution, probabilities
-resized back bilinearly and thresholded at 0.5, as ``polypseg test`` computes them.
+``overlap_scores``, ``postprocess``). Test scores are per-image Dice at the original resolution,
+probabilities resized back and thresholded at 0.5 by the same ``postprocess`` as ``polypseg test``.
 
 It chooses a recipe; the shipped model is trained by ``polypseg fit`` (see docs/results.md).
 
@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from polypseg.evaluation.metrics import overlap_scores
+from polypseg.inference.processing import Processing, postprocess
 from polypseg.models.losses import DiceBCELoss, FocalDiceLoss
 from polypseg.models.networks import Normalize, SegmentationNetwork
 from polypseg.models.schedules import warmup_cosine
@@ -213,12 +214,14 @@ def mean_dice_low(prob: torch.Tensor, masks: torch.Tensor) -> float:
 
 
 def original_scores(prob: torch.Tensor, names: list[str], pack: Pack) -> dict[str, float]:
-    """Per-image Dice/IoU at the original resolution, averaged (the papers' mDice/mIoU)."""
+    """Per-image Dice/IoU at the original resolution, averaged (the papers' mDice/mIoU), through
+    polypseg's own ``postprocess`` (resize probabilities back, threshold 0.5)."""
+    processing = Processing(size=prob.shape[-1], threshold=0.5)
     dice, iou = [], []
-    for p, name in zip(prob, names, strict=True):
-        target = pack.originals[name]
-        full = F.interpolate(p[None], size=target.shape, mode="bilinear", align_corners=False)
-        scores = overlap_scores(full[0, 0] > 0.5, target, ("dice", "iou"))
+    for p, name in zip(prob[:, 0].float().cpu().numpy(), names, strict=True):
+        target = pack.originals[name].cpu()
+        mask = postprocess(p, *target.shape, processing)
+        scores = overlap_scores(torch.from_numpy(mask), target, ("dice", "iou"))
         dice.append(float(scores["dice"][0]))
         iou.append(float(scores["iou"][0]))
     return {"dice": float(np.mean(dice)), "iou": float(np.mean(iou)), "dice_all": dice}

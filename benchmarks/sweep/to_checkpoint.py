@@ -16,12 +16,12 @@ from pathlib import Path
 import lightning as L
 import torch
 
+from benchmarks.sweep.sweep import DECODERS
 from polypseg.data.io import atomic_path
 from polypseg.models.module import PolypSegModule
 from polypseg.models.networks import SegmentationNetwork
 
 INSTANTIATOR = "lightning.pytorch.cli.instantiate_module"
-DECODERS = {"narrow": [128, 64, 32, 16, 8], "default": [256, 128, 64, 32, 16]}
 
 
 def main() -> None:
@@ -37,7 +37,7 @@ def main() -> None:
         "arch": "Unet",
         "encoder_name": f"tu-tf_efficientnet_{spec['encoder']}",
         "encoder_weights": "offline",
-        "decoder_channels": DECODERS[spec["decoder"]],
+        "decoder_channels": list(DECODERS[spec["decoder"]]),
     }
     module = PolypSegModule(
         network=SegmentationNetwork(**{**network, "encoder_weights": None}),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import albumentations as A
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -83,3 +84,48 @@ def test_datamodule_reads_env_root_and_carves_val(tiny_root, tmp_path, monkeypat
     dm.setup("fit")
     assert dm.root == tiny_root
     assert {k: len(v) for k, v in dm.datasets.items()} == {"train": 6, "val": 3, "test": 3}
+
+
+def test_multiscale_training_resizes_train_batches_only(tiny_root, tmp_path):
+    import lightning as L
+
+    from polypseg.models.module import PolypSegModule
+    from polypseg.models.networks import SegmentationNetwork
+
+    class Shapes(L.Callback):
+        def __init__(self):
+            self.train, self.val = [], []
+
+        def on_train_batch_start(self, trainer, module, batch, batch_idx):
+            self.train.append((batch["image"].shape[-1], batch["mask"].shape[-1]))
+            assert set(batch["mask"].unique().tolist()) <= {0.0, 1.0}
+
+        def on_validation_batch_start(self, trainer, module, batch, batch_idx, dataloader_idx=0):
+            self.val.append(batch["image"].shape[-1])
+
+    dm = KvasirSegDataModule(
+        str(tiny_root),
+        str(tiny_root / "split.csv"),
+        image_size=64,
+        batch_size=2,
+        train_scales=[0.5, 1.0, 1.5],
+        cache_dir=str(tmp_path),
+    )
+    L.seed_everything(0)
+    network = SegmentationNetwork(decoder_channels=(16, 8, 8, 8, 8))
+    module = PolypSegModule(network=network, image_size=64, channels_last=False)
+    shapes = Shapes()
+    trainer = L.Trainer(
+        max_epochs=3,
+        callbacks=[shapes],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        num_sanity_val_steps=0,
+    )
+    trainer.fit(module, dm)
+    assert len(shapes.train) == 9 and all(i == m for i, m in shapes.train)
+    assert len({i for i, _ in shapes.train}) >= 2 and {i for i, _ in shapes.train} <= {32, 64, 96}
+    assert set(shapes.val) == {64}
+    with pytest.raises(ValueError, match="train_scales"):
+        KvasirSegDataModule(str(tiny_root), train_scales=[1.0, 0.0])

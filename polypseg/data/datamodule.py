@@ -9,11 +9,13 @@ from pathlib import Path
 import albumentations as A
 import lightning as L
 import pandas as pd
+import torch
 from torch.utils.data import DataLoader
 
 from polypseg.data.augment import compose, default_train_transforms
 from polypseg.data.dataset import SegmentationDataset, collate, load_resized
 from polypseg.data.manifest import SPLITS, build_manifest
+from polypseg.data.multiscale import rescale_batch
 from polypseg.data.splits import carve_validation
 
 log = logging.getLogger(__name__)
@@ -40,6 +42,9 @@ class KvasirSegDataModule(L.LightningDataModule):
             (published 900/100 and 880/120 splits).
         train_transforms: albumentations transforms for training; ``None`` = the defaults of
             :func:`polypseg.data.augment.default_train_transforms`, ``[]`` = none.
+        train_scales: multi-scale training: each training batch is resized by one of these
+            factors (side rounded to a multiple of 32), e.g. ``[0.75, 1.0, 1.25]`` as in PraNet;
+            ``[1.0]`` = off. Validation and test always run at ``image_size``.
         limit_per_split: keep only the first N samples (by name) of each split, for smoke runs.
         predict_split: split served by ``predict_dataloader``.
         cache_dir: where resized samples are cached; ``None`` disables the cache.
@@ -55,6 +60,7 @@ class KvasirSegDataModule(L.LightningDataModule):
         num_workers: int = 0,
         val_fraction: float = 0.1,
         train_transforms: list[A.BasicTransform] | None = None,
+        train_scales: tuple[float, ...] = (1.0,),
         limit_per_split: int | None = None,
         predict_split: str = "test",
         cache_dir: str | None = ".cache/polypseg",
@@ -74,6 +80,9 @@ class KvasirSegDataModule(L.LightningDataModule):
         self.train_transforms = (
             default_train_transforms() if train_transforms is None else train_transforms
         )
+        if not train_scales or any(s <= 0 for s in train_scales):
+            raise ValueError(f"train_scales must be positive factors, got {train_scales}")
+        self.train_scales = tuple(float(s) for s in train_scales)
         self.manifest: pd.DataFrame | None = None
         self.datasets: dict[str, SegmentationDataset] = {}
 
@@ -117,6 +126,14 @@ class KvasirSegDataModule(L.LightningDataModule):
             persistent_workers=self.num_workers > 0,
             collate_fn=collate,
         )
+
+    def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
+        """Multi-scale training: one scale per training batch (Lightning's batch-level hook)."""
+        trainer = self.trainer
+        if len(self.train_scales) > 1 and trainer is not None and trainer.training:
+            scale = self.train_scales[int(torch.randint(len(self.train_scales), (1,)))]
+            batch["image"], batch["mask"] = rescale_batch(batch["image"], batch["mask"], scale)
+        return batch
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", train=True)

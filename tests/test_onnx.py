@@ -91,6 +91,41 @@ def test_int8_quantization_and_refusal(tiny_onnx, resized_real_images, tmp_path)
     assert not refused.exists()
 
 
+def test_int8_keeps_pad_size_arithmetic_exact(tiny_onnx, resized_real_images, tmp_path):
+    """The Lite encoder's TF-"same" pads are computed from the input size in float ops; those
+    nodes must not be quantized, or the int8 model pads by wrong amounts."""
+    import onnx
+
+    from polypseg.inference.onnx import size_arithmetic_nodes
+
+    fp32_graph = onnx.load(str(tiny_onnx)).graph
+    sizes = set(size_arithmetic_nodes(fp32_graph))
+    pads = [n for n in fp32_graph.node if n.op_type == "Pad"]
+    assert pads and {"Shape", "Ceil"} <= {n.op_type for n in fp32_graph.node if n.name in sizes}
+    assert not any(n.op_type == "Conv" for n in fp32_graph.node if n.name in sizes)
+    out = tmp_path / "model.int8.onnx"
+    calibration = [im for im, _ in resized_real_images[:4]]
+    quantize_int8(tiny_onnx, out, calibration, resized_real_images[4:], max_dice_drop=1.0)
+    graph = onnx.load(str(out)).graph
+    produced_by = {o: n.op_type for n in graph.node for o in n.output}
+    for node in graph.node:
+        if node.op_type == "Pad":  # the pads input comes from exact arithmetic, never a DQ
+            assert produced_by.get(node.input[1]) != "DequantizeLinear", node.name
+    # a Shape may read a dequantized activation (its shape is exact), and a Clip's bounds may be a
+    # shared constant that ORT quantized elsewhere (0 round-trips exactly): only the data counts
+    quantized_size_nodes = [
+        n.name
+        for n in graph.node
+        if n.name in sizes
+        and n.op_type != "Shape"
+        and any(
+            produced_by.get(i) == "DequantizeLinear"
+            for i in (n.input[:1] if n.op_type == "Clip" else n.input)
+        )
+    ]
+    assert quantized_size_nodes == []
+
+
 def test_int8_percentile_calibration_keeps_end_convolutions_fp32(
     tiny_onnx, resized_real_images, tmp_path
 ):

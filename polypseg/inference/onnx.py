@@ -177,6 +177,41 @@ def torch_probabilities(module) -> Callable[[np.ndarray], np.ndarray]:
     return run
 
 
+# inputs that carry sizes, not activations: (op type, input indices)
+_SIZE_INPUTS = {
+    "Pad": (1,),
+    "Resize": (1, 2, 3),
+    "Reshape": (1,),
+    "Expand": (1,),
+    "Slice": (1, 2, 3, 4),
+}
+
+
+def size_arithmetic_nodes(graph) -> list[str]:
+    """Nodes that compute pad amounts or shapes from ``Shape`` (e.g. timm's TF-style "same"
+    padding of ``tf_efficientnet_*`` encoders, which rounds the input size in float ops).
+
+    QDQ quantization would quantize that float arithmetic like an activation and pad by wrong
+    amounts (the cause of a 0.06+ Dice drop), so these nodes stay exact.
+    """
+    producer = {out: node for node in graph.node for out in node.output}
+    todo = [
+        node.input[i]
+        for node in graph.node
+        for i in _SIZE_INPUTS.get(node.op_type, ())
+        if i < len(node.input) and node.input[i]
+    ]
+    found: dict[str, None] = {}
+    while todo:
+        node = producer.get(todo.pop())
+        if node is None or node.name in found:
+            continue
+        found[node.name] = None
+        if node.op_type != "Shape":  # a Shape's input is the activation itself: stop there
+            todo.extend(node.input)
+    return list(found)
+
+
 def quantize_int8(
     fp32_path: str | Path,
     out: str | Path,
@@ -213,7 +248,9 @@ def quantize_int8(
     with tempfile.TemporaryDirectory() as work, atomic_path(out) as tmp:
         pre = Path(work) / "pre.onnx"
         quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
-        convs = [n.name for n in onnx.load(str(pre)).graph.node if n.op_type == "Conv"]
+        graph = onnx.load(str(pre)).graph
+        convs = [n.name for n in graph.node if n.op_type == "Conv"]
+        exclude = size_arithmetic_nodes(graph) + ([convs[0], convs[-1]] if keep_ends else [])
         methods = {m.name.lower(): m for m in CalibrationMethod}
         if calibration_method not in methods:
             raise ExportError(
@@ -228,7 +265,7 @@ def quantize_int8(
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
             calibrate_method=methods[calibration_method],
-            nodes_to_exclude=[convs[0], convs[-1]] if keep_ends and convs else [],
+            nodes_to_exclude=exclude,
         )
         metadata = dict(fp32.metadata)
         _set_metadata(tmp, metadata)

@@ -2,19 +2,22 @@
 
 The lent machine has torch, timm and torchmetrics but not our data pipeline's libraries, so this
 script trains from the tensors ``pack.py`` wrote and augments on the GPU (flips, 90° rotations,
-the default recipe's affine and colour jitter), while the network, loss, LR schedule and metrics
-are polypseg's own (``SegmentationNetwork``, ``DiceBCELoss``, ``warmup_cosine``,
-``overlap_scores``, ``postprocess``). Test scores are per-image Dice at the original resolution,
+the default recipe's affine and colour jitter), while the network, losses, multi-scale resizing,
+LR schedule and metrics are polypseg's own (``SegmentationNetwork``, ``StructureLoss``,
+``rescale_batch``, ``warmup_cosine``, ``overlap_scores``, ``postprocess``); the EMA is torch's
+``AveragedModel``, as in Lightning's ``EMAWeightAveraging``. Test scores are per-image Dice at the original resolution,
 probabilities resized back and thresholded at 0.5 by the same ``postprocess`` as ``polypseg test``.
 
 It chooses a recipe; the shipped model is trained by ``polypseg fit`` (see docs/results.md).
 
     python benchmarks/sweep/sweep.py --pack .sweep --out $OUT --workers 8 --budget-s 480
+    python benchmarks/sweep/sweep.py --pack .sweep --out $OUT --plan levers --workers 12 --budget-s 500
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import io
 import json
 import math
@@ -28,15 +31,23 @@ import torch
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 from PIL import Image
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
+from polypseg.data.multiscale import rescale_batch
 from polypseg.evaluation.metrics import overlap_scores
 from polypseg.inference.processing import Processing, postprocess
-from polypseg.models.losses import DiceBCELoss, FocalDiceLoss
+from polypseg.models.losses import DiceBCELoss, FocalDiceLoss, StructureLoss
 from polypseg.models.networks import Normalize, SegmentationNetwork
 from polypseg.models.schedules import warmup_cosine
 
 DECODERS = {"narrow": (128, 64, 32, 16, 8), "default": (256, 128, 64, 32, 16)}
-LOSSES = {"dicebce": DiceBCELoss, "focaldice": FocalDiceLoss}
+LOSSES = {
+    "dicebce": DiceBCELoss,
+    "dicebce-img": functools.partial(DiceBCELoss, per_image=True),
+    "focaldice": FocalDiceLoss,
+    "structure": StructureLoss,
+}
+MULTISCALE = (0.75, 1.0, 1.25)  # PraNet's multi-scale training: one scale per batch
 EARLY_VAL_EVERY = 25  # steps: validate often in the first two epochs to time the climb
 CKPT_DIR = Path("/tmp/sweep_ckpt")
 
@@ -52,6 +63,8 @@ def job(name: str, **overrides) -> dict:
         "lr": 2e-3,
         "aug": "strong",
         "loss": "dicebce",
+        "ema": None,  # decay of an EMA of the weights (as Lightning's EMAWeightAveraging)
+        "multiscale": False,
         "batch_size": 8,
         "limit": None,  # first N samples of each part: smoke runs only
     }
@@ -73,6 +86,36 @@ def plan(name: str) -> list[dict]:
             job("e-l0n-256-e30", split="effisegnet"),
             job("p-l0n-192-e6-light-lr1e-3", size=192, epochs=6, aug="light", lr=1e-3),
             job("p-l0n-256-e6-light-lr1e-3", epochs=6, aug="light", lr=1e-3),
+        ]
+    if name == "levers":  # session 3: per-image losses, EMA, multi-scale, heavier augmentation
+        everything = {"loss": "structure", "ema": 0.998, "multiscale": True, "aug": "heavy"}
+        return [
+            job("p-all-352-s0", size=352, **everything),
+            job("p-all-l2-s0", encoder="lite2", **everything),
+            job("p-all-s0", **everything),
+            job("p-all-s1", seed=1, **everything),
+            job("p-all-s2", seed=2, **everything),
+            job("p-sem-s0", loss="structure", ema=0.998, multiscale=True),
+            job("p-ms-s0", multiscale=True),
+            job("p-struct-s0", loss="structure"),
+            job("p-struct-s1", loss="structure", seed=1),
+            job("p-dbimg-s0", loss="dicebce-img"),
+            job("p-ema-s0", ema=0.998),
+            job("p-heavy-s0", aug="heavy"),
+        ]
+    if name == "levers-smoke":
+        return [
+            job(
+                "ls-all",
+                epochs=2,
+                size=128,
+                limit=24,
+                loss="structure",
+                ema=0.9,
+                multiscale=True,
+                aug="heavy",
+            ),
+            job("ls-img", epochs=1, size=96, limit=16, loss="dicebce-img"),
         ]
     return [
         job("p-l2d-352-e40", encoder="lite2", decoder="default", size=352, epochs=40),
@@ -143,8 +186,15 @@ class Pack:
         return [i for i, n in enumerate(self.names) if assignment[n] == part][:limit]
 
 
-def augment(x: torch.Tensor, m: torch.Tensor, strong: bool, gen: torch.Generator):
-    """Flips and 90° rotations (p 0.5 each); ``strong`` adds the recipe's affine and colour jitter."""
+# affine/colour ranges: "strong" = polypseg's default_train_transforms, "heavy" = wider ranges
+AUG = {
+    "strong": {"p": 0.5, "scale": 0.15, "deg": 20, "shift": 0.08, "bc": 0.2, "sat": 0.15},
+    "heavy": {"p": 0.7, "scale": 0.3, "deg": 45, "shift": 0.1, "bc": 0.3, "sat": 0.25},
+}
+
+
+def augment(x: torch.Tensor, m: torch.Tensor, level: str, gen: torch.Generator):
+    """Flips and 90° rotations (p 0.5 each); "strong"/"heavy" add affine and colour jitter."""
     dev = x.device
 
     def coin(n: int = 1, p: float = 0.5) -> torch.Tensor:
@@ -162,16 +212,18 @@ def augment(x: torch.Tensor, m: torch.Tensor, strong: bool, gen: torch.Generator
         xs.append(xi)
         ms.append(mi)
     x, m = torch.stack(xs), torch.stack(ms)
-    if not strong:
+    if level not in AUG:
         return x, m
-    n = len(x)
+    a, n = AUG[level], len(x)
 
     def uniform(lo: float, hi: float) -> torch.Tensor:
         return lo + (hi - lo) * torch.rand(n, generator=gen)
 
-    apply = coin(n)
-    scale, angle = uniform(0.85, 1.15), uniform(-20, 20) * math.pi / 180
-    tx, ty = uniform(-0.16, 0.16), uniform(-0.16, 0.16)  # 8 % of the side in [-1, 1] coordinates
+    apply = coin(n, a["p"])
+    scale = uniform(1 - a["scale"], 1 + a["scale"])
+    angle = uniform(-a["deg"], a["deg"]) * math.pi / 180
+    shift = 2 * a["shift"]  # fraction of the side, in [-1, 1] grid coordinates
+    tx, ty = uniform(-shift, shift), uniform(-shift, shift)
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
     theta = torch.stack(
         [torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1
@@ -180,10 +232,10 @@ def augment(x: torch.Tensor, m: torch.Tensor, strong: bool, gen: torch.Generator
     grid = F.affine_grid(theta.to(dev), list(x.shape), align_corners=False)
     x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     m = F.grid_sample(m, grid, mode="nearest", padding_mode="zeros", align_corners=False)
-    jitter = coin(n).to(dev).view(n, 1, 1, 1)
-    b = uniform(0.8, 1.2).to(dev).view(n, 1, 1, 1)
-    c = uniform(0.8, 1.2).to(dev).view(n, 1, 1, 1)
-    s = uniform(0.85, 1.15).to(dev).view(n, 1, 1, 1)
+    jitter = coin(n, a["p"]).to(dev).view(n, 1, 1, 1)
+    b = uniform(1 - a["bc"], 1 + a["bc"]).to(dev).view(n, 1, 1, 1)
+    c = uniform(1 - a["bc"], 1 + a["bc"]).to(dev).view(n, 1, 1, 1)
+    s = uniform(1 - a["sat"], 1 + a["sat"]).to(dev).view(n, 1, 1, 1)
     y = x * b
     gray = (0.299 * y[:, :1] + 0.587 * y[:, 1:2] + 0.114 * y[:, 2:]).clamp(0, 1)
     y = ((y - gray.mean((2, 3), keepdim=True)) * c + gray.mean((2, 3), keepdim=True)).clamp(0, 1)
@@ -250,17 +302,24 @@ def train(spec: dict, pack: Pack, pack_dir: Path, deadline: float) -> dict:
     steps_per_epoch = len(train_idx) // bs  # the datamodule drops the last partial batch
     total = steps_per_epoch * spec["epochs"]
     schedule = warmup_cosine(optimizer, total, min(30, max(1, total // 10)))
+    ema = None
+    if spec["ema"]:
+        ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(spec["ema"]), use_buffers=True)
+    evaluated = ema.module if ema is not None else model  # the EMA weights are the model
     val_x, val_m = images[val_idx], masks[val_idx]
     curve, best, best_state, step, truncated = [], -1.0, None, 0, False
+    raw_best, raw_state = -1.0, None  # EMA runs: the raw weights too, a paired comparison
     start = time.time()
 
     def validate(epoch: float) -> float:
         model.eval()
-        dice = mean_dice_low(probabilities(model, normalize, val_x), val_m)
+        evaluated.eval()
+        dice = mean_dice_low(probabilities(evaluated, normalize, val_x), val_m)
+        point = {"epoch": epoch, "step": step, "s": round(time.time() - start, 2), "val": dice}
+        if ema is not None:
+            point["val_raw"] = mean_dice_low(probabilities(model, normalize, val_x), val_m)
         model.train()
-        curve.append(
-            {"epoch": epoch, "step": step, "s": round(time.time() - start, 2), "val": dice}
-        )
+        curve.append(point)
         return dice
 
     model.train()
@@ -268,27 +327,40 @@ def train(spec: dict, pack: Pack, pack_dir: Path, deadline: float) -> dict:
         order = train_idx[torch.randperm(len(train_idx), generator=gen)]
         for i in range(steps_per_epoch):
             idx = order[i * bs : (i + 1) * bs].to(dev)
-            x, m = augment(images[idx], masks[idx], spec["aug"] == "strong", gen)
+            x, m = augment(images[idx], masks[idx], spec["aug"], gen)
+            if spec["multiscale"]:
+                x, m = rescale_batch(x, m, MULTISCALE[int(torch.randint(3, (1,), generator=gen))])
             logits = model(normalize(x).contiguous(memory_format=torch.channels_last))
             loss = loss_fn(logits, m)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             schedule.step()
+            if ema is not None:
+                ema.update_parameters(model)
             step += 1
             if epoch < 2 and step % EARLY_VAL_EVERY == 0 and i < steps_per_epoch - 1:
                 validate(epoch + (i + 1) / steps_per_epoch)
         dice = validate(epoch + 1)
         if dice > best:
             best = dice
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            best_state = {k: v.detach().clone() for k, v in evaluated.state_dict().items()}
+        if ema is not None and curve[-1]["val_raw"] > raw_best:
+            raw_best = curve[-1]["val_raw"]
+            raw_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         if time.time() > deadline:
             truncated = epoch + 1 < spec["epochs"]
             break
-    model.load_state_dict(best_state)
-    model.eval()
     names = [pack.names[i] for i in test_idx]
     test_x = images[test_idx]
+    extra = {}
+    if raw_state is not None:
+        model.load_state_dict(raw_state)
+        model.eval()
+        raw = original_scores(probabilities(model, normalize, test_x), names, pack)
+        extra = {"best_val_raw": raw_best, "test_dice_raw": raw["dice"]}
+    model.load_state_dict(best_state)
+    model.eval()
     plain = original_scores(probabilities(model, normalize, test_x), names, pack)
     tta = original_scores(probabilities(model, normalize, test_x, tta=True), names, pack)
     first_085 = next((c for c in curve if c["val"] >= 0.85), None)
@@ -312,6 +384,7 @@ def train(spec: dict, pack: Pack, pack_dir: Path, deadline: float) -> dict:
         "train_s": round(time.time() - start, 1),
         "epochs_done": int(curve[-1]["epoch"]) if curve else 0,
         "truncated": truncated,
+        **extra,
         "curve": curve,
     }
 

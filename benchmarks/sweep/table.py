@@ -1,12 +1,17 @@
 """Markdown table of a sweep's results (one row per run; the latest run of a name wins).
 
 python benchmarks/sweep/table.py benchmarks/results/sweep_gpu.jsonl
+
+EMA runs also validated and tested their raw (non-averaged) weights: "raw" columns, same run.
+Runs named ``<recipe>-s<seed>`` are summarised per recipe (mean, sd over seeds).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
+from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +20,12 @@ import numpy as np
 def first_085(run: dict) -> str:
     hit = run.get("first_val_085")
     return f"{hit['step']} ({hit['epoch']:.1f})" if hit else "-"
+
+
+def raw(run: dict) -> str:
+    if "test_dice_raw" not in run:
+        return "-"
+    return f"{run['best_val_raw']:.4f} / {run['test_dice_raw']:.4f}"
 
 
 def main() -> None:
@@ -26,10 +37,11 @@ def main() -> None:
         run = json.loads(line)
         runs[run["name"]] = run
     print(
-        "| run | split | encoder | decoder | px | epochs (done) | aug | loss | lr | seed "
-        "| best val mDice (epoch) | test mDice | test mDice, flip TTA | steps to val 0.85 (epoch) |"
+        "| run | split | encoder | decoder | px | epochs (done) | aug | multi-scale | loss | EMA "
+        "| lr | seed | best val mDice (epoch) | test mDice | test mDice, flip TTA "
+        "| raw weights: val / test | steps to val 0.85 (epoch) |"
     )
-    print("|---" * 14 + "|")
+    print("|---" * 17 + "|")
     for run in runs.values():
         if "error" in run:
             print(f"| {run['name']} | error: {run['error']} |")
@@ -37,17 +49,27 @@ def main() -> None:
         done = f"{run['epochs']} ({run['epochs_done']}{', cut' if run['truncated'] else ''})"
         print(
             f"| {run['name']} | {run['split']} | {run['encoder']} | {run['decoder']} | {run['size']} "
-            f"| {done} | {run['aug']} | {run['loss']} | {run['lr']:g} | {run['seed']} "
+            f"| {done} | {run['aug']} | {'yes' if run.get('multiscale') else 'no'} "
+            f"| {run['loss']} | {run.get('ema') or '-'} | {run['lr']:g} | {run['seed']} "
             f"| {run['best_val']:.4f} ({run['best_epoch']:.0f}) | {run['test_dice']:.4f} "
-            f"| {run['test_dice_tta']:.4f} | {first_085(run)} |"
+            f"| {run['test_dice_tta']:.4f} | {raw(run)} | {first_085(run)} |"
         )
-    seeds = [r for r in runs.values() if r["name"].startswith("p-l0n-256-e30-s")]
-    if seeds:
-        for key in ("best_val", "test_dice", "test_dice_tta"):
+    recipes = defaultdict(list)
+    for run in runs.values():
+        match = re.fullmatch(r"(.+)-s\d+", run["name"])
+        if match and "error" not in run:
+            recipes[match.group(1)].append(run)
+    for recipe, seeds in recipes.items():
+        if len(seeds) < 2:
+            continue
+        for key in ("best_val", "test_dice", "test_dice_tta", "test_dice_raw"):
+            if not all(key in r for r in seeds):
+                continue
             values = np.array([r[key] for r in seeds])
             print(
-                f"\n{key} over seeds {[r['seed'] for r in seeds]}: mean {values.mean():.4f}, "
-                f"sd {values.std(ddof=1):.4f}, range {values.min():.4f}-{values.max():.4f}"
+                f"\n{recipe} {key} over seeds {[r['seed'] for r in seeds]}: mean "
+                f"{values.mean():.4f}, sd {values.std(ddof=1):.4f}, "
+                f"range {values.min():.4f}-{values.max():.4f}"
             )
 
 

@@ -1,7 +1,7 @@
 """The ``polypseg`` command.
 
 ``fit | validate | test | predict`` are LightningCLI (YAML configs, ``class_path``/``init_args``);
-``data``, ``export``, ``infer``, ``tune-threshold``, ``serve`` and ``demo`` are plain functions
+``data``, ``export``, ``evaluate``, ``infer``, ``tune-threshold``, ``serve`` and ``demo`` are plain functions
 exposed with jsonargparse, each living in the package folder of its step. Heavy imports happen
 inside the branch that needs them, so ``polypseg serve`` starts without loading Lightning.
 """
@@ -21,6 +21,7 @@ USAGE = """usage: polypseg COMMAND [options]
   fit | validate | test | predict   LightningCLI, e.g. polypseg fit --config configs/unet.yaml
   data download | import | prepare | split    get and validate Kvasir-SEG, make splits
   export           checkpoint -> ONNX (+ int8), parity-checked
+  evaluate         ONNX model (fp32 or int8) on a split -> the test report (mDice with 95 % CI, ...)
   infer            ONNX model over a folder of images -> masks at original resolution
   tune-threshold   pick the mask threshold on the validation split, store it in a checkpoint
   serve | demo     LitServe HTTP API | Gradio demo page
@@ -52,6 +53,7 @@ def lightning_main(args: list[str] | None = None):
 def tool_commands() -> dict:
     """Name -> function of the non-Lightning subcommands (imported only when one is run)."""
     from polypseg.data import commands as data
+    from polypseg.evaluation.evaluate import evaluate
     from polypseg.evaluation.threshold import tune_threshold
     from polypseg.inference.infer import infer
     from polypseg.inference.onnx import export_checkpoint
@@ -66,6 +68,7 @@ def tool_commands() -> dict:
             "split": data.split,
         },
         "export": export_checkpoint,
+        "evaluate": evaluate,
         "infer": infer,
         "tune-threshold": tune_threshold,
         "serve": serve,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from polypseg.data.io import read_gray, read_rgb
 from polypseg.inference.predictor import OnnxPredictor
@@ -46,3 +47,31 @@ def test_shipped_model_quantizes_to_int8_without_losing_accuracy(tmp_path):
     result = quantize_int8(SHIPPED, out, calibration, held_out, max_dice_drop=0.01)
     assert result["fp32_val_dice"] > 0.8 and abs(result["dice_drop"]) < 0.01, result
     assert out.stat().st_size < SHIPPED.stat().st_size / 2
+
+
+def test_evaluate_scores_the_onnx_model_like_its_own_predictions(tmp_path):
+    """`polypseg evaluate` = the one inference path + the test report, on real test images."""
+    import json
+
+    import pandas as pd
+
+    from polypseg.evaluation.evaluate import evaluate
+
+    names = real_names("test", 6, PRANET_SPLIT)
+    split = tmp_path / "split.csv"
+    pd.DataFrame({"name": names, "split": "test"}).to_csv(split, index=False)
+    summary = evaluate(str(SHIPPED), str(split), str(KVASIR), output=str(tmp_path / "report"))
+    predictor = OnnxPredictor(SHIPPED)
+    direct = []
+    for name in names:
+        truth = binarize_mask(read_gray(KVASIR / "masks" / f"{name}.jpg")).astype(bool)
+        mask = predictor.predict(read_rgb(KVASIR / "images" / f"{name}.jpg")).mask.astype(bool)
+        direct.append(2 * (mask & truth).sum() / (mask.sum() + truth.sum()))
+    assert summary["dice"]["mean"] == pytest.approx(np.mean(direct), abs=1e-4)
+    report = json.loads((tmp_path / "report" / "metrics.json").read_text())
+    assert report["images"] == 6 and report["split"] == "test"
+    assert (tmp_path / "report" / "worst_cases.png").is_file()
+    per_image = pd.read_csv(tmp_path / "report" / "per_image.csv")
+    assert sorted(per_image.name) == names
+    with pytest.raises(ValueError, match="split 'val' has no samples"):
+        evaluate(str(SHIPPED), str(split), str(KVASIR), split="val", val_fraction=0.0)

@@ -82,8 +82,9 @@ def write_split(split: pd.DataFrame, path: str | Path) -> Path:
 def carve_validation(
     split: pd.DataFrame, manifest: pd.DataFrame, fraction: float, seed: int
 ) -> pd.DataFrame:
-    """For published splits without ``val``: move a size-stratified part of train to val."""
-    if (split.split == "val").any() or fraction <= 0:
+    """For published splits without ``val``: move a size-stratified part of train to val.
+    A split with no train part (e.g. a test-only list for ``polypseg evaluate``) is left as is."""
+    if (split.split == "val").any() or fraction <= 0 or not (split.split == "train").any():
         return split
     train = manifest[manifest.name.isin(split.name[split.split == "train"])]
     _, val_names = train_test_split(

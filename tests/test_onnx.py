@@ -156,3 +156,25 @@ def test_int8_percentile_calibration_keeps_end_convolutions_fp32(
     with pytest.raises(ExportError, match="calibration_method 'histogram'"):
         quantize_int8(tiny_onnx, tmp_path / "x.onnx", calibration, validation, 1.0, "histogram")
     assert not (tmp_path / "x.onnx").exists()
+
+
+def test_onnx_flip_tta_matches_the_pytorch_tta(tiny_module, tiny_onnx, resized_real_images):
+    """`OnnxPredictor(tta=True)` (evaluate/infer) averages the same four flips in logit space as
+    the module's ttach TTA (`polypseg test --model.tta true`)."""
+    from polypseg.inference.processing import to_network_input
+
+    batch = to_network_input([im for im, _ in resized_real_images[:3]])
+    plain = OnnxPredictor(tiny_onnx)
+    tta = OnnxPredictor(tiny_onnx, tta=True)
+    tiny_module.tta = True
+    try:
+        with torch.no_grad():
+            expected = torch.sigmoid(tiny_module.predict_logits(torch.from_numpy(batch)))[:, 0]
+    finally:
+        tiny_module.tta = False
+    got = tta.probabilities(batch)
+    assert got.shape == (3, 64, 64)
+    np.testing.assert_allclose(got, expected.numpy(), atol=1e-4)
+    assert np.abs(got - plain.probabilities(batch)).max() > 1e-3  # the flips did something
+    mask = tta.predict(resized_real_images[0][0]).mask
+    assert mask.shape == resized_real_images[0][0].shape[:2]

@@ -33,13 +33,14 @@ def evaluate(
     val_fraction: float = 0.1,
     seed: int = 42,
     threads: int | None = None,
+    tta: bool = False,
 ) -> dict:
     """Write the report of ``model`` on ``split`` of ``split_file`` into ``output``; returns the
     metric summary. ``val_fraction``/``seed`` carve ``val`` as training did (for split files
-    without one)."""
+    without one); ``tta`` averages the four flips, as ``polypseg test --model.tta true``."""
     from polypseg.data.datamodule import KvasirSegDataModule
 
-    predictor = OnnxPredictor(model, threads)
+    predictor = OnnxPredictor(model, threads, tta)
     processing = predictor.processing
     datamodule = KvasirSegDataModule(
         data_root, split_file, processing.size, val_fraction=val_fraction, seed=seed, cache_dir=None
@@ -52,7 +53,7 @@ def evaluate(
     for row in frame.itertuples(index=False):
         image = read_rgb(datamodule.root / row.image)
         truth = binarize_mask(read_gray(datamodule.root / row.mask))
-        probability = predictor.run(preprocess(image, processing))[0]
+        probability = predictor.probabilities(preprocess(image, processing))[0]
         mask = postprocess(probability, *truth.shape, processing)
         scores = image_scores(torch.from_numpy(mask), torch.from_numpy(truth))
         records.append({"predicted_fraction": float(mask.mean()), **scores})
@@ -65,6 +66,7 @@ def evaluate(
         "data_root": str(datamodule.root),
         "processing": processing.to_dict(),
         "quantization": predictor.metadata.get("quantization"),
+        "tta": tta,
         "resolution": "original (probabilities resized back, then thresholded)",
     }
     write_report(per_image, output, context, probabilities, datamodule.root, processing)

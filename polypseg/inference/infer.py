@@ -16,9 +16,11 @@ def infer(
     output: str = "predictions",
     threshold: float | None = None,
     threads: int | None = None,
+    tta: bool = False,
 ) -> int:
-    """Write ``<output>/<name>.png`` (0/255) for every image in ``input``; returns the count."""
-    predictor = OnnxPredictor(model, threads)
+    """Write ``<output>/<name>.png`` (0/255) for every image in ``input``; returns the count.
+    ``tta`` averages the four flips of each image (4x compute)."""
+    predictor = OnnxPredictor(model, threads, tta)
     images = list_images(Path(input))
     if not images:
         raise FileNotFoundError(f"{input}: no images (.jpg/.png/.tif/.bmp)")

@@ -18,6 +18,9 @@ import onnxruntime as ort
 from polypseg.inference.processing import Processing, postprocess, preprocess, resize_probabilities
 
 METADATA_KEY = "polypseg"
+# flip TTA as ttach's flip_transform (used by `polypseg test --model.tta true`): identity,
+# horizontal, vertical, both; logits averaged, so the ONNX path matches the PyTorch one
+FLIPS = ((), (3,), (2,), (2, 3))
 
 
 @dataclass
@@ -45,11 +48,29 @@ def read_metadata(session: ort.InferenceSession) -> dict:
     return json.loads(raw[METADATA_KEY])
 
 
-class OnnxPredictor:
-    """Probabilities and masks at the original image resolution from an exported polypseg model."""
+def flip_tta(run, batch: np.ndarray) -> np.ndarray:
+    """Probabilities of ``run`` on (N,3,S,S) averaged over the four flips, in logit space, as one
+    batch of 4N (4x the compute of a plain pass)."""
+    n = len(batch)
+    flipped = np.concatenate([np.flip(batch, axes) if axes else batch for axes in FLIPS])
+    prob = np.clip(run(np.ascontiguousarray(flipped)), 1e-7, 1 - 1e-7)
+    logits = np.log(prob) - np.log1p(-prob)  # (4N,S,S)
+    back = [
+        np.flip(logits[i * n : (i + 1) * n], tuple(a - 1 for a in axes)) if axes else logits[:n]
+        for i, axes in enumerate(FLIPS)
+    ]
+    return (1.0 / (1.0 + np.exp(-np.mean(back, axis=0)))).astype(np.float32)
 
-    def __init__(self, path: str | Path, threads: int | None = None):
+
+class OnnxPredictor:
+    """Probabilities and masks at the original image resolution from an exported polypseg model.
+
+    ``tta=True`` averages the four flips of every image (4x compute; off by default because the
+    served model has a latency budget)."""
+
+    def __init__(self, path: str | Path, threads: int | None = None, tta: bool = False):
         self.path = Path(path)
+        self.tta = tta
         if not self.path.is_file():
             raise FileNotFoundError(f"{self.path}: no such ONNX model")
         self.session = ort.InferenceSession(
@@ -60,8 +81,12 @@ class OnnxPredictor:
         self.input_name = self.session.get_inputs()[0].name
 
     def run(self, batch: np.ndarray) -> np.ndarray:
-        """(N,3,S,S) float32 in [0,1] -> (N,S,S) probabilities."""
+        """(N,3,S,S) float32 in [0,1] -> (N,S,S) probabilities (one plain pass)."""
         return self.session.run(None, {self.input_name: batch})[0][:, 0]
+
+    def probabilities(self, batch: np.ndarray) -> np.ndarray:
+        """Like ``run``, with flip TTA when the predictor was built with ``tta=True``."""
+        return flip_tta(self.run, batch) if self.tta else self.run(batch)
 
     def predict_many(
         self, images: list[np.ndarray], thresholds: list[float | None] | None = None
@@ -70,7 +95,9 @@ class OnnxPredictor:
         thresholds = thresholds or [None] * len(images)
         batch = np.concatenate([preprocess(image, self.processing) for image in images])
         predictions = []
-        for prob, image, threshold in zip(self.run(batch), images, thresholds, strict=True):
+        for prob, image, threshold in zip(
+            self.probabilities(batch), images, thresholds, strict=True
+        ):
             threshold = self.processing.threshold if threshold is None else threshold
             h, w = image.shape[:2]
             predictions.append(

@@ -259,3 +259,20 @@ def test_tta_switch_survives_ckpt_path(run_dir, tiny_root, monkeypatch, tmp_path
     )
     metrics = json.loads(next(tmp_path.glob("test-*/metrics.json")).read_text())
     assert metrics["tta"] is True
+
+
+def test_shipped_recipes_resolve(capsys, monkeypatch, tmp_path):
+    """configs/unet.yaml is the shipped recipe; fast.yaml layered over it pins what it measured."""
+    monkeypatch.chdir(tmp_path)
+    unet, fast = str(REPO / "configs" / "unet.yaml"), str(REPO / "configs" / "fast.yaml")
+    with pytest.raises(SystemExit):
+        main(["fit", "--config", unet, "--print_config"])
+    recipe = yaml.safe_load(capsys.readouterr().out)
+    assert recipe["model"]["loss"]["class_path"] == "polypseg.models.losses.StructureLoss"
+    assert recipe["data"]["train_scales"] == [0.75, 1.0, 1.25]
+    assert recipe["data"]["split_file"].endswith("kvasir_pranet_900_100.csv")
+    with pytest.raises(SystemExit):
+        main(["fit", "--config", unet, "--config", fast, "--print_config"])
+    quick = yaml.safe_load(capsys.readouterr().out)
+    assert quick["model"]["loss"]["class_path"] == "polypseg.models.losses.DiceBCELoss"
+    assert quick["data"]["train_scales"] == [1.0] and quick["data"]["image_size"] == 192

@@ -13,7 +13,16 @@ from pathlib import Path
 
 import mlflow
 
-SCALARS = ("best_val", "test_dice", "test_iou", "test_dice_tta", "train_s", "wall_s")
+SCALARS = (
+    "best_val",
+    "test_dice",
+    "test_iou",
+    "test_dice_tta",
+    "best_val_raw",  # EMA runs: the raw weights of the same run
+    "test_dice_raw",
+    "train_s",
+    "wall_s",
+)
 
 
 def main() -> None:
@@ -41,6 +50,8 @@ def main() -> None:
             mlflow.log_metrics({k: float(run[k]) for k in SCALARS if k in run})
             for point in run["curve"]:
                 mlflow.log_metric("val/dice", point["val"], step=point["step"])
+                if "val_raw" in point:
+                    mlflow.log_metric("val/dice_raw", point["val_raw"], step=point["step"])
     print(f"logged {len(runs)} runs to experiment '{args.experiment}'")
 
 

@@ -10,7 +10,7 @@ import lightning as L
 import pandas as pd
 from lightning.pytorch.loggers import MLFlowLogger
 
-from polypseg.evaluation.report import write_report
+from polypseg.evaluation.report import MANIFEST_COLUMNS, write_report
 
 
 def git_sha() -> str:
@@ -40,7 +40,7 @@ class TestReport(L.Callback):
         per_image = pd.DataFrame(records)
         per_image = (
             frame.iloc[per_image["index"]]
-            .reset_index(drop=True)[["name", "image", "mask", "width", "height", "mask_fraction"]]
+            .reset_index(drop=True)[MANIFEST_COLUMNS]
             .join(per_image.drop(columns=["index"]))
         )
         context = {

@@ -17,11 +17,9 @@ import torch
 
 from polypseg.data.io import read_gray, read_rgb
 from polypseg.evaluation.metrics import image_scores
-from polypseg.evaluation.report import summarize, write_report
+from polypseg.evaluation.report import MANIFEST_COLUMNS, summarize, write_report
 from polypseg.inference.predictor import OnnxPredictor
 from polypseg.inference.processing import binarize_mask, postprocess, preprocess
-
-MANIFEST_COLUMNS = ["name", "image", "mask", "width", "height", "mask_fraction"]
 
 
 def evaluate(

@@ -20,6 +20,9 @@ from polypseg.evaluation.metrics import ALL_METRICS
 from polypseg.evaluation.overlays import triptych
 from polypseg.inference.processing import Processing, binarize_mask, postprocess
 
+# manifest columns that lead every per-image report row (polypseg test and polypseg evaluate)
+MANIFEST_COLUMNS = ["name", "image", "mask", "width", "height", "mask_fraction"]
+
 
 def summarize(values: np.ndarray, seed: int = 0) -> dict[str, float]:
     """Mean, std, median and a 95% percentile-bootstrap interval of the mean."""

@@ -15,7 +15,13 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from polypseg.inference.processing import Processing, postprocess, preprocess, resize_probabilities
+from polypseg.inference.processing import (
+    Processing,
+    postprocess,
+    preprocess,
+    resize_probabilities,
+    sigmoid,
+)
 
 METADATA_KEY = "polypseg"
 # flip TTA as ttach's flip_transform (used by `polypseg test --model.tta true`): identity,
@@ -59,7 +65,7 @@ def flip_tta(run, batch: np.ndarray) -> np.ndarray:
         np.flip(logits[i * n : (i + 1) * n], tuple(a - 1 for a in axes)) if axes else logits[:n]
         for i, axes in enumerate(FLIPS)
     ]
-    return (1.0 / (1.0 + np.exp(-np.mean(back, axis=0)))).astype(np.float32)
+    return sigmoid(np.mean(back, axis=0))
 
 
 class OnnxPredictor:

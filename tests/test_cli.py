@@ -262,7 +262,8 @@ def test_tta_switch_survives_ckpt_path(run_dir, tiny_root, monkeypatch, tmp_path
 
 
 def test_shipped_recipes_resolve(capsys, monkeypatch, tmp_path):
-    """configs/unet.yaml is the shipped recipe; fast.yaml layered over it pins what it measured."""
+    """configs/unet.yaml is the shipped recipe; fast.yaml layered over it pins what it measured;
+    unet-192.yaml (the fast model) changes only the image size."""
     monkeypatch.chdir(tmp_path)
     unet, fast = str(REPO / "configs" / "unet.yaml"), str(REPO / "configs" / "fast.yaml")
     with pytest.raises(SystemExit):
@@ -276,3 +277,19 @@ def test_shipped_recipes_resolve(capsys, monkeypatch, tmp_path):
     quick = yaml.safe_load(capsys.readouterr().out)
     assert quick["model"]["loss"]["class_path"] == "polypseg.models.losses.DiceBCELoss"
     assert quick["data"]["train_scales"] == [1.0] and quick["data"]["image_size"] == 192
+    with pytest.raises(SystemExit):
+        main(
+            [
+                "fit",
+                "--config",
+                unet,
+                "--config",
+                str(REPO / "configs" / "unet-192.yaml"),
+                "--print_config",
+            ]
+        )
+    fast_model = yaml.safe_load(capsys.readouterr().out)
+    assert fast_model["data"]["image_size"] == 192
+    assert {k: v for k, v in fast_model.items() if k != "data"} == {
+        k: v for k, v in recipe.items() if k != "data"
+    }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 import torch
 
@@ -91,21 +92,59 @@ def test_int8_quantization_and_refusal(tiny_onnx, resized_real_images, tmp_path)
     assert not refused.exists()
 
 
-def test_int8_keeps_pad_size_arithmetic_exact(tiny_onnx, resized_real_images, tmp_path):
-    """The Lite encoder's TF-"same" pads are computed from the input size in float ops; those
+def test_frozen_graph_pads_inside_convolutions_same_outputs(
+    tiny_module, resized_real_images, tmp_path
+):
+    """timm's TF-"same" pads and smp's upsampling sizes are computed from `Shape` at run time;
+    the export freezes them for its fixed image size: pads move into the Conv nodes, Resize gets
+    constant scales, the batch axis stays dynamic and the outputs do not change."""
+    from polypseg.inference.onnx import export_graph
+    from polypseg.inference.processing import to_network_input
+
+    net = tiny_module.inference_network()
+    raw, frozen = tmp_path / "raw.onnx", tmp_path / "frozen.onnx"
+    export_graph(net, raw, 64, freeze=False)
+    export_graph(net, frozen, 64)
+    before, after = (onnx.load(str(p)).graph for p in (raw, frozen))
+    ops = {n.op_type for n in after.node}
+    assert {"Pad", "Shape", "Ceil"} <= {n.op_type for n in before.node}
+    assert not ops & {"Pad", "Shape", "Ceil", "Gather", "Cast"} and "Resize" in ops
+    asymmetric = [
+        n.name
+        for n in after.node
+        if n.op_type == "Conv"
+        for a in n.attribute
+        if a.name == "pads" and a.ints[:2] != a.ints[2:]
+    ]
+    assert len(asymmetric) == 5  # the stem and the four stride-2 depthwise convolutions
+    assert len(after.node) < len(before.node) / 2
+    for batch in (1, 3):
+        images = to_network_input([im for im, _ in resized_real_images[:batch]])
+        outputs = [
+            ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(
+                None, {"image": images}
+            )[0]
+            for p in (raw, frozen)
+        ]
+        np.testing.assert_allclose(outputs[1], outputs[0], atol=1e-6)
+
+
+def test_size_arithmetic_stays_exact_in_int8(tiny_module, resized_real_images, tmp_path):
+    """In a graph that still computes pads from the input size in float ops (not frozen), those
     nodes must not be quantized, or the int8 model pads by wrong amounts."""
-    import onnx
+    from polypseg.inference.graph import size_arithmetic_nodes
+    from polypseg.inference.onnx import _set_metadata, build_metadata, export_graph
 
-    from polypseg.inference.onnx import size_arithmetic_nodes
-
-    fp32_graph = onnx.load(str(tiny_onnx)).graph
+    raw = tmp_path / "raw.onnx"
+    export_graph(tiny_module.inference_network(), raw, 64, freeze=False)
+    _set_metadata(raw, build_metadata(tiny_module))
+    fp32_graph = onnx.load(str(raw)).graph
     sizes = set(size_arithmetic_nodes(fp32_graph))
-    pads = [n for n in fp32_graph.node if n.op_type == "Pad"]
-    assert pads and {"Shape", "Ceil"} <= {n.op_type for n in fp32_graph.node if n.name in sizes}
+    assert {"Shape", "Ceil"} <= {n.op_type for n in fp32_graph.node if n.name in sizes}
     assert not any(n.op_type == "Conv" for n in fp32_graph.node if n.name in sizes)
     out = tmp_path / "model.int8.onnx"
     calibration = [im for im, _ in resized_real_images[:4]]
-    quantize_int8(tiny_onnx, out, calibration, resized_real_images[4:], max_dice_drop=1.0)
+    quantize_int8(raw, out, calibration, resized_real_images[4:], max_dice_drop=1.0)
     graph = onnx.load(str(out)).graph
     produced_by = {o: n.op_type for n in graph.node for o in n.output}
     for node in graph.node:

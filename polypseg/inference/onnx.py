@@ -26,6 +26,7 @@ import torch
 
 import polypseg
 from polypseg.data.io import atomic_path
+from polypseg.inference.graph import freeze_spatial_shapes, size_arithmetic_nodes
 from polypseg.inference.predictor import METADATA_KEY, OnnxPredictor
 from polypseg.inference.processing import to_network_input
 
@@ -113,6 +114,23 @@ def parity(module, onnx_path: Path, images: Sequence[np.ndarray]) -> ParityRepor
     )
 
 
+def export_graph(net: torch.nn.Module, path: Path, size: int, freeze: bool = True) -> None:
+    """The bare graph (no metadata): dynamic batch, fixed ``size``; with ``freeze``, sizes that
+    are constants for that image size are made constants (:func:`freeze_spatial_shapes`)."""
+    torch.onnx.export(
+        net,
+        (torch.rand(1, 3, size, size),),
+        str(path),
+        dynamo=False,
+        opset_version=OPSET,
+        input_names=[INPUT_NAME],
+        output_names=[OUTPUT_NAME],
+        dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+    )
+    if freeze:
+        onnx.save(freeze_spatial_shapes(onnx.load(str(path))), str(path))
+
+
 def export_onnx(
     module,
     out: str | Path,
@@ -124,18 +142,8 @@ def export_onnx(
     out = Path(out)
     module = module.cpu().eval()
     net = module.inference_network()
-    dummy = torch.rand(1, 3, module.image_size, module.image_size)
     with atomic_path(out) as tmp:
-        torch.onnx.export(
-            net,
-            (dummy,),
-            str(tmp),
-            dynamo=False,
-            opset_version=OPSET,
-            input_names=[INPUT_NAME],
-            output_names=[OUTPUT_NAME],
-            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
-        )
+        export_graph(net, tmp, module.image_size)
         metadata = build_metadata(module, extra_metadata)
         _set_metadata(tmp, metadata)
         report = parity(module, tmp, parity_images)
@@ -175,41 +183,6 @@ def torch_probabilities(module) -> Callable[[np.ndarray], np.ndarray]:
             return net(torch.from_numpy(batch))[:, 0].numpy()
 
     return run
-
-
-# inputs that carry sizes, not activations: (op type, input indices)
-_SIZE_INPUTS = {
-    "Pad": (1,),
-    "Resize": (1, 2, 3),
-    "Reshape": (1,),
-    "Expand": (1,),
-    "Slice": (1, 2, 3, 4),
-}
-
-
-def size_arithmetic_nodes(graph) -> list[str]:
-    """Nodes that compute pad amounts or shapes from ``Shape`` (e.g. timm's TF-style "same"
-    padding of ``tf_efficientnet_*`` encoders, which rounds the input size in float ops).
-
-    QDQ quantization would quantize that float arithmetic like an activation and pad by wrong
-    amounts (the cause of a 0.06+ Dice drop), so these nodes stay exact.
-    """
-    producer = {out: node for node in graph.node for out in node.output}
-    todo = [
-        node.input[i]
-        for node in graph.node
-        for i in _SIZE_INPUTS.get(node.op_type, ())
-        if i < len(node.input) and node.input[i]
-    ]
-    found: dict[str, None] = {}
-    while todo:
-        node = producer.get(todo.pop())
-        if node is None or node.name in found:
-            continue
-        found[node.name] = None
-        if node.op_type != "Shape":  # a Shape's input is the activation itself: stop there
-            todo.extend(node.input)
-    return list(found)
 
 
 def quantize_int8(

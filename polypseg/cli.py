@@ -1,7 +1,7 @@
 """The ``polypseg`` command.
 
 ``fit | validate | test | predict`` are LightningCLI (YAML configs, ``class_path``/``init_args``);
-``data``, ``export``, ``evaluate``, ``infer``, ``tune-threshold``, ``serve`` and ``demo`` are plain functions
+``data``, ``export``, ``evaluate``, ``infer``, ``tune-threshold``, ``ensemble``, ``serve`` and ``demo`` are plain functions
 exposed with jsonargparse, each living in the package folder of its step. Heavy imports happen
 inside the branch that needs them, so ``polypseg serve`` starts without loading Lightning.
 """
@@ -24,6 +24,7 @@ USAGE = """usage: polypseg COMMAND [options]
   evaluate         ONNX model (fp32 or int8) on a split -> the test report (mDice with 95 % CI, ...)
   infer            ONNX model over a folder of images -> masks at original resolution
   tune-threshold   pick the mask threshold on the validation split, store it in a checkpoint
+  ensemble         several checkpoints -> one checkpoint averaging their logits
   serve | demo     LitServe HTTP API | Gradio demo page
 Each command takes --help."""
 
@@ -57,6 +58,7 @@ def tool_commands() -> dict:
     from polypseg.evaluation.threshold import tune_threshold
     from polypseg.inference.infer import infer
     from polypseg.inference.onnx import export_checkpoint
+    from polypseg.models.ensemble import ensemble_checkpoints
     from polypseg.serving.api import serve
     from polypseg.serving.demo import demo
 
@@ -71,6 +73,7 @@ def tool_commands() -> dict:
         "evaluate": evaluate,
         "infer": infer,
         "tune-threshold": tune_threshold,
+        "ensemble": ensemble_checkpoints,
         "serve": serve,
         "demo": demo,
     }

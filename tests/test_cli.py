@@ -293,3 +293,61 @@ def test_shipped_recipes_resolve(capsys, monkeypatch, tmp_path):
     assert {k: v for k, v in fast_model.items() if k != "data"} == {
         k: v for k, v in recipe.items() if k != "data"
     }
+
+
+def test_ensemble_checkpoint_tests_and_exports_like_any_model(
+    run_dir, tiny_root, monkeypatch, resized_real_images, tmp_path
+):
+    """`polypseg ensemble` averages members' logits in one checkpoint that test and export take."""
+    import torch
+
+    from polypseg.inference.onnx import load_module
+    from polypseg.inference.predictor import OnnxPredictor
+
+    last = run_dir / "checkpoints" / "smoke" / "last.ckpt"
+    other = torch.load(last, weights_only=False)
+    for key, value in other["state_dict"].items():  # a second, different member
+        if key.startswith("network.model.segmentation_head"):
+            other["state_dict"][key] = value * 1.5 + 0.1
+    torch.save(other, run_dir / "other.ckpt")
+    cli(
+        run_dir,
+        tiny_root,
+        monkeypatch,
+        "ensemble",
+        f"--ckpt=[{last},other.ckpt]",
+        "--out=ens.ckpt",
+    )
+    members = [load_module(last), load_module(run_dir / "other.ckpt")]
+    ensemble = load_module(run_dir / "ens.ckpt")
+    images = torch.stack(
+        [torch.from_numpy(im).permute(2, 0, 1).float() / 255 for im, _ in resized_real_images[:3]]
+    )
+    with torch.no_grad():
+        expected = torch.stack([m(images) for m in members]).mean(0)
+        torch.testing.assert_close(ensemble(images), expected, atol=1e-5, rtol=1e-4)
+        assert not torch.allclose(members[0](images), members[1](images))
+    smoke_test(
+        run_dir,
+        tiny_root,
+        monkeypatch,
+        "--ckpt_path=ens.ckpt",
+        f"--trainer.callbacks.output_dir={tmp_path}",
+    )
+    metrics = json.loads(next(tmp_path.glob("test-*/metrics.json")).read_text())
+    assert metrics["images"] == 3 and metrics["checkpoint"].endswith("ens.ckpt")
+    cli(run_dir, tiny_root, monkeypatch, "export", "--ckpt=ens.ckpt", "--out=ens/model.onnx")
+    predictor = OnnxPredictor(run_dir / "ens" / "model.onnx")
+    assert predictor.metadata["parity"]["max_abs_diff"] < 1e-3
+    other["hyper_parameters"]["std"] = [0.2, 0.2, 0.2]
+    torch.save(other, run_dir / "other-std.ckpt")
+    with pytest.raises(ValueError, match=r"other-std\.ckpt: std=.* must normalise alike"):
+        cli(
+            run_dir,
+            tiny_root,
+            monkeypatch,
+            "ensemble",
+            f"--ckpt=[{last},other-std.ckpt]",
+            "--out=bad.ckpt",
+        )
+    assert not (run_dir / "bad.ckpt").exists()

@@ -64,3 +64,25 @@ def test_old_checkpoint_without_cleanup_buffers_loads(tmp_path):
     assert (
         fresh.processing.threshold == pytest.approx(0.4) and fresh.processing.min_component == 0.0
     )
+
+
+def test_encoder_lr_scale_gives_the_encoder_its_own_learning_rate():
+    def optimizer(params):
+        return torch.optim.AdamW(params, lr=1e-3)
+
+    def scheduler(opt):
+        return torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
+
+    module = small(encoder_lr_scale=0.1, optimizer=optimizer, scheduler=scheduler)
+    config = module.configure_optimizers()
+    opt, sched = config["optimizer"], config["lr_scheduler"]
+    encoder = {id(p) for p in module.network.model.encoder.parameters()}
+    first, second = opt.param_groups
+    assert {id(p) for p in first["params"]} == encoder
+    assert len(first["params"]) + len(second["params"]) == len(list(module.parameters()))
+    assert (first["lr"], second["lr"]) == pytest.approx((1e-4, 1e-3))
+    assert sched.base_lrs == pytest.approx([1e-4, 1e-3])  # the schedule keeps the ratio
+    one_group = small(optimizer=optimizer, scheduler=scheduler).configure_optimizers()
+    assert [g["lr"] for g in one_group["optimizer"].param_groups] == pytest.approx([1e-3])
+    with pytest.raises(ValueError, match="encoder_lr_scale"):
+        small(encoder_lr_scale=0)

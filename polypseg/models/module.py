@@ -53,6 +53,9 @@ class PolypSegModule(L.LightningModule):
         scheduler: LR scheduler factory stepped per epoch; ``None`` = warm-up + cosine per step
             over the whole run.
         warmup_steps: warm-up length of the default schedule.
+        encoder_lr_scale: the pretrained encoder's learning rate as a fraction of the optimizer's
+            (discriminative fine-tuning, as fastai/MONAI users do: < 1 keeps more of the ImageNet
+            features); 1.0 = one learning rate for everything.
         tta: average flipped predictions at validation/test/predict time (ttach).
         channels_last: NHWC memory format; about 10% faster convolutions on CPU.
     """
@@ -70,6 +73,7 @@ class PolypSegModule(L.LightningModule):
         optimizer: OptimizerCallable | None = None,
         scheduler: LRSchedulerCallable | None = None,
         warmup_steps: int = 30,
+        encoder_lr_scale: float = 1.0,
         tta: bool = False,
         channels_last: bool = True,
     ):
@@ -91,6 +95,9 @@ class PolypSegModule(L.LightningModule):
         self.image_size, self.tta, self.channels_last = image_size, tta, channels_last
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.warmup_steps = warmup_steps
+        if encoder_lr_scale <= 0:
+            raise ValueError(f"model.encoder_lr_scale must be > 0, got {encoder_lr_scale}")
+        self.encoder_lr_scale = encoder_lr_scale
         self.mean_metrics = nn.ModuleDict(
             {
                 f"{stage}_{name}": MeanMetric()
@@ -201,12 +208,30 @@ class PolypSegModule(L.LightningModule):
             state.setdefault(name, getattr(self, name))
 
     # --- optimisation --------------------------------------------------------------------
+    def parameter_groups(self) -> list[dict]:
+        """Trainable parameters, the encoder's in a group of its own when ``encoder_lr_scale != 1``
+        (its ``lr_scale`` multiplies the optimizer's learning rate once it is built)."""
+        encoder = getattr(getattr(self.network, "model", self.network), "encoder", None)
+        if self.encoder_lr_scale == 1.0 or encoder is None:
+            return [{"params": [p for p in self.parameters() if p.requires_grad]}]
+        inside = {id(p) for p in encoder.parameters()}
+        groups = [
+            [p for p in self.parameters() if p.requires_grad and id(p) in inside],
+            [p for p in self.parameters() if p.requires_grad and id(p) not in inside],
+        ]
+        return [
+            {"params": groups[0], "lr_scale": self.encoder_lr_scale},
+            {"params": groups[1], "lr_scale": 1.0},
+        ]
+
     def configure_optimizers(self):
-        params = [p for p in self.parameters() if p.requires_grad]
+        params = self.parameter_groups()
         if self.optimizer_factory is None:
             optimizer = torch.optim.AdamW(params, lr=1e-3, weight_decay=1e-4)
         else:
             optimizer = self.optimizer_factory(params)
+        for group in optimizer.param_groups:  # schedulers read initial_lr/lr after this
+            group["lr"] *= group.get("lr_scale", 1.0)
         if self.scheduler_factory is not None:
             return {"optimizer": optimizer, "lr_scheduler": self.scheduler_factory(optimizer)}
         total = int(self.trainer.estimated_stepping_batches)

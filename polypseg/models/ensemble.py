@@ -1,0 +1,122 @@
+"""Several trained networks as one: the mean of their logits (nnU-Net averages its folds the same way).
+
+``polypseg ensemble --ckpt a.ckpt --ckpt b.ckpt --out ens.ckpt`` writes an ordinary polypseg
+checkpoint whose network is an ``Ensemble``; ``tune-threshold``, ``test``, ``export``, ``serve`` and
+the demo then treat it like any other model (one ONNX file, one threshold tuned for the average).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from polypseg.data.io import atomic_path
+
+ENSEMBLE_CLASS = f"{__name__}.Ensemble"
+SHARED_HPARAMS = ("mean", "std")
+"""Members must agree on these: the ensemble normalises its input once, for all of them."""
+
+
+class Ensemble(nn.Module):
+    """Mean logits of ``networks`` (each maps the same normalised images to logits).
+
+    Args:
+        networks: the members, e.g. ``SegmentationNetwork`` configs (``class_path``/``init_args``);
+            their weights come from the checkpoint written by ``polypseg ensemble``.
+    """
+
+    def __init__(self, networks: Sequence[nn.Module]):
+        super().__init__()
+        if not networks:
+            raise ValueError("Ensemble needs at least one network")
+        self.networks = nn.ModuleList(networks)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([network(x) for network in self.networks]).mean(0)
+
+
+def _member(path: Path) -> dict:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such checkpoint")
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    hparams = checkpoint.get("hyper_parameters", {})
+    if not isinstance(hparams.get("network"), dict):
+        raise ValueError(
+            f"{path}: hyper_parameters.network is not a class_path config; only checkpoints "
+            "written by `polypseg fit` (LightningCLI) can be ensembled"
+        )
+    return checkpoint
+
+
+def _without_download(network: dict) -> dict:
+    """The member's config with ``encoder_weights: null``: its weights come from the state dict,
+    so building the ensemble must not load (or download) ImageNet weights first."""
+    init_args = dict(network.get("init_args", {}))
+    if "encoder_weights" in init_args:
+        init_args["encoder_weights"] = None
+    return {**network, "init_args": init_args}
+
+
+def ensemble_checkpoints(ckpt: list[str], out: str, image_size: int | None = None) -> dict:
+    """Combine trained checkpoints into one ensemble checkpoint (threshold reset to 0.5: tune it
+    on val with ``polypseg tune-threshold``). ``image_size`` defaults to the first member's; every
+    member then sees inputs of that size.
+
+    Members must share normalisation (mean/std); data settings come from the first member."""
+    if len(ckpt) < 2:
+        raise ValueError(f"ensemble needs at least two checkpoints, got {len(ckpt)}")
+    paths = [Path(c) for c in ckpt]
+    members = [_member(p) for p in paths]
+    first = members[0]["hyper_parameters"]
+    for path, member in zip(paths[1:], members[1:], strict=True):
+        for key in SHARED_HPARAMS:
+            if list(member["hyper_parameters"].get(key, [])) != list(first.get(key, [])):
+                raise ValueError(
+                    f"{path}: {key}={member['hyper_parameters'].get(key)} differs from "
+                    f"{paths[0]}'s {first.get(key)}; ensemble members must normalise alike"
+                )
+    size = int(image_size or first["image_size"])
+    network = {
+        "class_path": ENSEMBLE_CLASS,
+        "init_args": {
+            "networks": [_without_download(m["hyper_parameters"]["network"]) for m in members]
+        },
+    }
+    state = {}
+    for i, member in enumerate(members):
+        for key, value in member["state_dict"].items():
+            if key.startswith("network."):
+                state[f"network.networks.{i}.{key[len('network.') :]}"] = value
+    for key, value in members[0]["state_dict"].items():
+        if not key.startswith("network."):
+            state[key] = value
+    state["threshold"] = torch.tensor(0.5)
+    state["min_component"], state["fill_holes"] = torch.tensor(0.0), torch.tensor(False)
+    hparams = {
+        **first,
+        "network": network,
+        "image_size": size,
+        "threshold": 0.5,
+        "min_component": 0.0,
+        "fill_holes": False,
+    }
+    data = {**members[0].get("datamodule_hyper_parameters", {}), "image_size": size}
+    checkpoint = {
+        "epoch": 0,
+        "global_step": 0,
+        "pytorch-lightning_version": members[0].get("pytorch-lightning_version"),
+        "state_dict": state,
+        "hyper_parameters": hparams,
+        "hparams_name": members[0].get("hparams_name", "kwargs"),
+        "datamodule_hyper_parameters": data,
+        "datamodule_hparams_name": members[0].get("datamodule_hparams_name", "kwargs"),
+        "ensemble_of": [str(p) for p in paths],
+    }
+    out_path = Path(out)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out_path) as tmp:
+        torch.save(checkpoint, tmp)
+    return {"out": str(out_path), "members": [str(p) for p in paths], "image_size": size}

@@ -1,6 +1,6 @@
 """Several trained networks as one: the mean of their logits (nnU-Net averages its folds the same way).
 
-``polypseg ensemble --ckpt a.ckpt --ckpt b.ckpt --out ens.ckpt`` writes an ordinary polypseg
+``polypseg ensemble --ckpt '[a.ckpt,b.ckpt]' --out ens.ckpt`` writes an ordinary polypseg
 checkpoint whose network is an ``Ensemble``; ``tune-threshold``, ``test``, ``export``, ``serve`` and
 the demo then treat it like any other model (one ONNX file, one threshold tuned for the average).
 """

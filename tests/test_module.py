@@ -86,3 +86,6 @@ def test_encoder_lr_scale_gives_the_encoder_its_own_learning_rate():
     assert [g["lr"] for g in one_group["optimizer"].param_groups] == pytest.approx([1e-3])
     with pytest.raises(ValueError, match="encoder_lr_scale"):
         small(encoder_lr_scale=0)
+    no_encoder = PolypSegModule(network=torch.nn.Conv2d(3, 1, 3), encoder_lr_scale=0.5)
+    with pytest.raises(ValueError, match=r"encoder_lr_scale=0.5 needs .* Conv2d has none"):
+        no_encoder.configure_optimizers()

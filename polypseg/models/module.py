@@ -211,9 +211,14 @@ class PolypSegModule(L.LightningModule):
     def parameter_groups(self) -> list[dict]:
         """Trainable parameters, the encoder's in a group of its own when ``encoder_lr_scale != 1``
         (its ``lr_scale`` multiplies the optimizer's learning rate once it is built)."""
-        encoder = getattr(getattr(self.network, "model", self.network), "encoder", None)
-        if self.encoder_lr_scale == 1.0 or encoder is None:
+        if self.encoder_lr_scale == 1.0:
             return [{"params": [p for p in self.parameters() if p.requires_grad]}]
+        encoder = getattr(getattr(self.network, "model", self.network), "encoder", None)
+        if encoder is None:
+            raise ValueError(
+                f"model.encoder_lr_scale={self.encoder_lr_scale} needs a network with an `encoder` "
+                f"(smp models have one); {type(self.network).__name__} has none"
+            )
         inside = {id(p) for p in encoder.parameters()}
         groups = [
             [p for p in self.parameters() if p.requires_grad and id(p) in inside],

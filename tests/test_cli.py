@@ -7,6 +7,7 @@ import json
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -160,6 +161,57 @@ def test_tune_threshold_then_export_and_infer(run_dir, tiny_root, monkeypatch, c
         "--output=infer_out",
     )
     assert len(list((run_dir / "infer_out").glob("*.png"))) == 12
+
+
+def test_final_fit_on_all_of_train_inherits_val_chosen_settings(
+    run_dir, tiny_root, monkeypatch, tmp_path
+):
+    """The papers' protocol: choose on val, refit on train + val, carry the threshold over."""
+    import pandas as pd
+    import torch
+
+    split = pd.read_csv(tiny_root / "split.csv").replace({"split": {"val": "train"}})
+    split.to_csv(tmp_path / "no_val.csv", index=False)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("POLYPSEG_DATA_ROOT", str(tiny_root))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    main(
+        [
+            "fit",
+            "--config",
+            SMOKE,
+            f"--data.split_file={tmp_path / 'no_val.csv'}",
+            "--data.val_fraction=0",
+            "--data.limit_per_split=9",
+        ]
+    )
+    # no val: the last epoch is the model, exported with parity on training images
+    assert sorted(p.name for p in Path("checkpoints/smoke").glob("*.ckpt")) == ["last.ckpt"]
+    assert Path("checkpoints/smoke/model.onnx").stat().st_size > 100_000
+
+    source = run_dir / "settings.ckpt"
+    tuned = torch.load(run_dir / "checkpoints" / "smoke" / "last.ckpt", weights_only=False)
+    tuned["hyper_parameters"].update(threshold=0.65, min_component=0.001, fill_holes=True)
+    torch.save(tuned, source)
+    main(
+        [
+            "tune-threshold",
+            "--ckpt=checkpoints/smoke/last.ckpt",
+            "--out=final.ckpt",
+            f"--settings_from={source}",
+        ]
+    )
+    final = torch.load("final.ckpt", weights_only=False)
+    assert float(final["state_dict"]["threshold"]) == pytest.approx(0.65)
+    assert final["hyper_parameters"]["fill_holes"] is True
+    assert final["hyper_parameters"]["min_component"] == pytest.approx(0.001)
+
+    untuned = run_dir / "checkpoints" / "smoke" / "last.ckpt"
+    del tuned["hyper_parameters"]["fill_holes"]
+    torch.save(tuned, source)
+    with pytest.raises(ValueError, match=r"settings.ckpt: hyper_parameters lack \['fill_holes'\]"):
+        main(["tune-threshold", f"--ckpt={untuned}", "--out=bad.ckpt", f"--settings_from={source}"])
+    assert not Path("bad.ckpt").exists()
 
 
 def test_console_script_print_config_round_trips(tmp_path, tiny_root):

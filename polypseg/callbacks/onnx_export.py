@@ -15,7 +15,8 @@ class OnnxExport(L.Callback):
 
     Args:
         path: output file; ``None`` puts ``model.onnx`` in the trainer's log dir.
-        parity_images: how many validation images the parity check runs on.
+        parity_images: how many validation images (training images when a final fit has no
+            val split) the parity check runs on.
         tolerance: largest allowed |p_onnx - p_torch|; past it the export fails and writes nothing.
     """
 
@@ -31,7 +32,8 @@ class OnnxExport(L.Callback):
             if checkpoint
             else pl_module
         )
-        dataset = trainer.datamodule.datasets["val"]
+        datasets = trainer.datamodule.datasets
+        dataset = datasets["val"] if len(datasets["val"]) else datasets["train"]
         images = [np.asarray(dataset.samples.images[r]) for r in dataset.rows[: self.parity_images]]
         out = Path(self.path or Path(trainer.log_dir or ".") / "model.onnx")
         score = getattr(trainer.checkpoint_callback, "best_model_score", None)

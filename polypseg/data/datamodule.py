@@ -39,7 +39,8 @@ class KvasirSegDataModule(L.LightningDataModule):
             test sample, which is how a foreign folder is evaluated.
         image_size: square side the network sees.
         val_fraction: part of ``train`` carved out as ``val`` when the split file has no ``val``
-            (published 900/100 and 880/120 splits).
+            (published 900/100 and 880/120 splits); ``0`` trains on all of train and skips
+            validation (the final fit, as the papers train).
         train_transforms: albumentations transforms for training; ``None`` = the defaults of
             :func:`polypseg.data.augment.default_train_transforms`, ``[]`` = none.
         train_scales: multi-scale training: each training batch is resized by one of these
@@ -138,7 +139,16 @@ class KvasirSegDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", train=True)
 
-    def val_dataloader(self) -> DataLoader:
+    def val_dataloader(self) -> DataLoader | list:
+        """No val split (``val_fraction: 0`` on a split without one, the final fit on all of
+        train): Lightning skips validation and the last epoch's weights are the model."""
+        if (
+            self.split_file is not None
+            and len(self.datasets["val"]) == 0
+            and self.val_fraction <= 0
+        ):
+            log.warning("%s: no val split and val_fraction 0: validation skipped", self.split_file)
+            return []
         return self._loader("val")
 
     def test_dataloader(self) -> DataLoader:

@@ -43,16 +43,51 @@ def sweep_cleanup(prob: torch.Tensor, mask: torch.Tensor, threshold: float) -> d
     return scores
 
 
+SETTINGS = ("threshold", "min_component", "fill_holes")
+"""What inference takes from a tuned checkpoint besides the weights."""
+
+
+def write_settings(ckpt: str, out: Path, values: dict) -> None:
+    """Copy ``ckpt`` to ``out`` (atomically) with ``values`` as buffers and hyper-parameters."""
+    checkpoint = torch.load(ckpt, map_location="cpu", weights_only=False)
+    for key, value in values.items():
+        checkpoint["state_dict"][key] = torch.tensor(value)
+        checkpoint["hyper_parameters"][key] = value
+    with atomic_path(out) as tmp:
+        torch.save(checkpoint, tmp)
+
+
+def carry_settings(ckpt: str, out: Path, settings_from: str) -> dict:
+    """Give ``ckpt`` the val-chosen settings of ``settings_from``: a final fit on all of train has
+    no val to tune on, so it inherits what val chose for the same recipe."""
+    source = torch.load(settings_from, map_location="cpu", weights_only=False)["hyper_parameters"]
+    missing = [k for k in SETTINGS if k not in source]
+    if missing:
+        raise ValueError(
+            f"{settings_from}: hyper_parameters lack {missing}; is it a tuned checkpoint?"
+        )
+    values = {k: source[k] for k in SETTINGS}
+    write_settings(ckpt, out, values)
+    print(f"{settings_from} -> {values}; wrote {out}")
+    return {**values, "settings_from": settings_from, "checkpoint": str(out)}
+
+
 def tune_threshold(
     ckpt: str,
     out: str | None = None,
     data_root: str | None = None,
     thresholds: list[float] | None = None,
+    settings_from: str | None = None,
 ) -> dict:
     """Sweep thresholds, then mask clean-up, on val; write a checkpoint carrying the best
-    (default ``*-tuned.ckpt``). Clean-up stays off unless it gains more than 0.001 val mDice."""
+    (default ``*-tuned.ckpt``). Clean-up stays off unless it gains more than 0.001 val mDice.
+    ``settings_from``: copy threshold and clean-up from that tuned checkpoint instead of sweeping
+    (for a final fit with ``val_fraction: 0``, which has no val)."""
     from polypseg.inference.onnx import datamodule_from_checkpoint, load_module
 
+    out_path = Path(out or Path(ckpt).with_name(Path(ckpt).stem + "-tuned.ckpt"))
+    if settings_from is not None:
+        return carry_settings(ckpt, out_path, settings_from)
     thresholds = thresholds or [round(t, 2) for t in np.arange(0.2, 0.81, 0.05)]
     module = load_module(ckpt)
     datamodule = datamodule_from_checkpoint(ckpt, data_root)
@@ -64,14 +99,8 @@ def tune_threshold(
     if cleanup[choice] - cleanup["0.0:False"] <= MIN_GAIN:
         choice = "0.0:False"
     min_component, fill_holes = float(choice.split(":")[0]), choice.endswith("True")
-    out_path = Path(out or Path(ckpt).with_name(Path(ckpt).stem + "-tuned.ckpt"))
-    checkpoint = torch.load(ckpt, map_location="cpu", weights_only=False)
     values = {"threshold": float(best), "min_component": min_component, "fill_holes": fill_holes}
-    for key, value in values.items():
-        checkpoint["state_dict"][key] = torch.tensor(value)
-        checkpoint["hyper_parameters"][key] = value
-    with atomic_path(out_path) as tmp:
-        torch.save(checkpoint, tmp)
+    write_settings(ckpt, out_path, values)
     result = {
         **values,
         "val_dice": cleanup[choice],

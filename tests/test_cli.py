@@ -206,6 +206,14 @@ def test_final_fit_on_all_of_train_inherits_val_chosen_settings(
     assert final["hyper_parameters"]["fill_holes"] is True
     assert final["hyper_parameters"]["min_component"] == pytest.approx(0.001)
 
+    # its export has no val to check on: parity and the int8 drop run on training images
+    main(["export", "--ckpt=final.ckpt", "--out=final/model.onnx", "--int8=true"])
+    from polypseg.inference.predictor import OnnxPredictor
+
+    meta = OnnxPredictor("final/model.int8.onnx").metadata
+    assert set(meta["val_metrics"]) == {"train/dice"} and meta["processing"]["threshold"] == 0.65
+    assert meta["parity"]["max_abs_diff"] < 1e-3 and "dice_drop" in meta["quantization"]
+
     untuned = run_dir / "checkpoints" / "smoke" / "last.ckpt"
     del tuned["hyper_parameters"]["fill_holes"]
     torch.save(tuned, source)

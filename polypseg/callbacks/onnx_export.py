@@ -32,8 +32,8 @@ class OnnxExport(L.Callback):
             if checkpoint
             else pl_module
         )
-        datasets = trainer.datamodule.datasets
-        dataset = datasets["val"] if len(datasets["val"]) else datasets["train"]
+        datamodule = trainer.datamodule
+        dataset = datamodule.datasets[datamodule.check_split]
         images = [np.asarray(dataset.samples.images[r]) for r in dataset.rows[: self.parity_images]]
         out = Path(self.path or Path(trainer.log_dir or ".") / "model.onnx")
         score = getattr(trainer.checkpoint_callback, "best_model_score", None)

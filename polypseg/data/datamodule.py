@@ -157,6 +157,12 @@ class KvasirSegDataModule(L.LightningDataModule):
     def predict_dataloader(self) -> DataLoader:
         return self._loader(self.predict_split)
 
+    @property
+    def check_split(self) -> str:
+        """Split that export checks (parity, int8 Dice drop) run on: val, or train for a final
+        fit without val."""
+        return "val" if len(self.datasets["val"]) else "train"
+
     def frame(self, split: str) -> pd.DataFrame:
         """Manifest rows of ``split`` in dataloader order (``batch['index']`` indexes it)."""
         return self.datasets[split].frame

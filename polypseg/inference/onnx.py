@@ -318,14 +318,21 @@ def export_checkpoint(
     """Export ``ckpt`` to ``out`` (+ ``*.int8.onnx`` with ``int8``); parity-checked on real val images.
 
     ``calibration_method`` and ``keep_ends`` tune the int8 quantization (see :func:`quantize_int8`).
+    A final fit without val is checked on training images (past the calibration ones when there are
+    enough), and its metadata says so (``train/dice``).
     """
     module = load_module(ckpt)
     datamodule = datamodule_from_checkpoint(ckpt, data_root)
-    val = resized_pairs(datamodule, "val")
+    split = datamodule.check_split
+    if split == "val":
+        val = resized_pairs(datamodule, "val")
+    else:
+        train = resized_pairs(datamodule, "train", calibration_images + 100)
+        val = train[calibration_images:] or train
     extra = {
         "checkpoint": str(ckpt),
         "val_metrics": {
-            "val/dice": mean_dice(torch_probabilities(module), val, float(module.threshold))
+            f"{split}/dice": mean_dice(torch_probabilities(module), val, float(module.threshold))
         },
     }
     report = export_onnx(module, out, [im for im, _ in val[:parity_images]], tolerance, extra)

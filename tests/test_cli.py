@@ -189,6 +189,12 @@ def test_final_fit_on_all_of_train_inherits_val_chosen_settings(
     assert sorted(p.name for p in Path("checkpoints/smoke").glob("*.ckpt")) == ["last.ckpt"]
     assert Path("checkpoints/smoke/model.onnx").stat().st_size > 100_000
 
+    with pytest.raises(
+        ValueError, match=r"last.ckpt: its data has no val split .* --settings_from"
+    ):
+        main(["tune-threshold", "--ckpt=checkpoints/smoke/last.ckpt", "--out=nothing.ckpt"])
+    assert not Path("nothing.ckpt").exists()
+
     source = run_dir / "settings.ckpt"
     tuned = torch.load(run_dir / "checkpoints" / "smoke" / "last.ckpt", weights_only=False)
     tuned["hyper_parameters"].update(threshold=0.65, min_component=0.001, fill_holes=True)

@@ -91,6 +91,11 @@ def tune_threshold(
     thresholds = thresholds or [round(t, 2) for t in np.arange(0.2, 0.81, 0.05)]
     module = load_module(ckpt)
     datamodule = datamodule_from_checkpoint(ckpt, data_root)
+    if len(datamodule.datasets["val"]) == 0:
+        raise ValueError(
+            f"{ckpt}: its data has no val split (a final fit, val_fraction 0) to tune on; "
+            "carry the choices of a run with val: --settings_from <that run's tuned.ckpt>"
+        )
     prob, mask = val_probabilities(module, datamodule)
     scores = sweep(prob, mask, thresholds)
     best = max(scores, key=scores.get)

@@ -13,7 +13,7 @@ from conftest import KVASIR, PRANET_SPLIT, REPO, real_names
 
 SHIPPED = REPO / "models" / "polypseg.onnx"
 FAST = REPO / "models" / "polypseg-192.int8.onnx"  # the <= 15 ms model (configs/unet-192.yaml)
-# the most accurate: two seeds of configs/unet.yaml averaged (`polypseg ensemble`), int8
+# the most accurate: two seeds of configs/unet.yaml refit on all 900 train images, averaged, int8
 ENSEMBLE = REPO / "models" / "polypseg-ensemble.int8.onnx"
 
 

@@ -195,7 +195,7 @@ def test_final_fit_on_all_of_train_inherits_val_chosen_settings(
         main(["tune-threshold", "--ckpt=checkpoints/smoke/last.ckpt", "--out=nothing.ckpt"])
     assert not Path("nothing.ckpt").exists()
 
-    source = run_dir / "settings.ckpt"
+    source = tmp_path / "settings.ckpt"
     tuned = torch.load(run_dir / "checkpoints" / "smoke" / "last.ckpt", weights_only=False)
     tuned["hyper_parameters"].update(threshold=0.65, min_component=0.001, fill_holes=True)
     torch.save(tuned, source)

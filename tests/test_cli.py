@@ -56,7 +56,21 @@ def test_fit_writes_checkpoints_onnx_and_mlflow_run(run_dir):
     assert {"config.yaml", "val_overlays", "onnx"} <= artifacts
 
 
-def test_resume_from_last(run_dir, tiny_root, monkeypatch):
+def test_resume_from_last_follows_every_epoch_when_val_plateaus(run_dir, tiny_root, monkeypatch):
+    """last.ckpt is the latest epoch even when val does not improve (Lightning 2.6's own
+    save_last only rewrites it with a new best, so a resume would drop the epochs since)."""
+    import torch
+
+    ckpt_dir = run_dir / "checkpoints" / "smoke"
+    last = torch.load(ckpt_dir / "last.ckpt", weights_only=False)
+    (best_key,) = [k for k in last["callbacks"] if k.startswith("ModelCheckpoint")]
+    best = last["callbacks"][best_key]
+    perfect = torch.tensor(1.0)  # val/dice cannot beat a perfect best: val plateaus
+    best.update(best_model_score=perfect, kth_value=perfect)
+    best["best_k_models"] = {best["best_model_path"]: perfect}
+    torch.save(last, ckpt_dir / "last.ckpt")
+    best_files = sorted(p.name for p in ckpt_dir.glob("epoch*.ckpt"))
+
     cli(
         run_dir,
         tiny_root,
@@ -68,12 +82,11 @@ def test_resume_from_last(run_dir, tiny_root, monkeypatch):
         "--trainer.max_epochs=2",
         "--ckpt_path=last",
     )
-    import torch
-
-    state = torch.load(run_dir / "checkpoints" / "smoke" / "last.ckpt", weights_only=False)
+    state = torch.load(ckpt_dir / "last.ckpt", weights_only=False)
     assert (
         state["epoch"] == 1 and state["global_step"] == 4
     )  # 2 epochs x 2 batches (4 train samples)
+    assert sorted(p.name for p in ckpt_dir.glob("epoch*.ckpt")) == best_files  # no new best
 
 
 def smoke_test(run_dir, tiny_root, monkeypatch, *extra):

@@ -430,3 +430,37 @@ def test_ensemble_checkpoint_tests_and_exports_like_any_model(
             "--out=bad.ckpt",
         )
     assert not (run_dir / "bad.ckpt").exists()
+
+
+def test_deep_supervision_overlay_trains_and_ships_a_plain_model(tmp_path, tiny_root, monkeypatch):
+    """configs/deep_supervision.yaml over a recipe: the heads train, the checkpoint rebuilds them,
+    and the exported ONNX model is the final logits only (same inputs, outputs, metadata)."""
+    import onnx
+    import torch
+
+    from polypseg.inference.onnx import load_module
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("POLYPSEG_DATA_ROOT", str(tiny_root))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    overlay = str(REPO / "configs" / "deep_supervision.yaml")
+    main(
+        [
+            "fit",
+            "--config",
+            SMOKE,
+            "--config",
+            overlay,
+            f"--data.split_file={tiny_root / 'split.csv'}",
+        ]
+    )
+    state = torch.load("checkpoints/smoke/last.ckpt", weights_only=False)
+    assert state["hyper_parameters"]["loss"]["class_path"] == "monai.losses.DeepSupervisionLoss"
+    assert {"network.aux_heads.0.weight", "network.aux_heads.1.weight"} <= state[
+        "state_dict"
+    ].keys()
+    module = load_module("checkpoints/smoke/last.ckpt")
+    assert len(module.network.aux_heads) == 2
+    assert module(torch.rand(1, 3, 64, 64)).shape == (1, 1, 64, 64)  # eval: final logits only
+    graph = onnx.load("checkpoints/smoke/model.onnx")
+    assert [o.name for o in graph.graph.output] == ["probability"]

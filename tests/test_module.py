@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from polypseg.models.module import PolypSegModule
 from polypseg.models.networks import SegmentationNetwork
@@ -89,3 +90,74 @@ def test_encoder_lr_scale_gives_the_encoder_its_own_learning_rate():
     no_encoder = PolypSegModule(network=torch.nn.Conv2d(3, 1, 3), encoder_lr_scale=0.5)
     with pytest.raises(ValueError, match=r"encoder_lr_scale=0.5 needs .* Conv2d has none"):
         no_encoder.configure_optimizers()
+
+
+def deeply_supervised(loss) -> PolypSegModule:
+    torch.manual_seed(0)
+    net = SegmentationNetwork(decoder_channels=(16, 8, 8, 8, 8), deep_supervision=2)
+    return PolypSegModule(network=net, loss=loss, image_size=64, channels_last=False)
+
+
+def real_batch(resized_real_images, n: int = 4) -> dict:
+    pairs = resized_real_images[:n]
+    return {
+        "image": torch.stack(
+            [torch.from_numpy(im).permute(2, 0, 1).float() / 255 for im, _ in pairs]
+        ),
+        "mask": torch.stack([torch.from_numpy(m).float()[None] for _, m in pairs]),
+    }
+
+
+def test_deep_supervision_trains_every_head_and_exports_only_final_logits(
+    resized_real_images, tmp_path
+):
+    from monai.losses import DeepSupervisionLoss
+
+    from polypseg.inference.onnx import export_onnx
+    from polypseg.models.losses import StructureLoss
+
+    module = deeply_supervised(DeepSupervisionLoss(StructureLoss())).train()
+    batch = real_batch(resized_real_images)
+    outputs = module(batch["image"])
+    assert [tuple(o.shape[-2:]) for o in outputs] == [(64, 64), (32, 32), (16, 16)]
+    loss = module.training_step(batch, 0)
+    loss.backward()
+    assert all(float(p.grad.abs().sum()) > 0 for p in module.network.aux_heads.parameters())
+    # the exact MONAI sum: 1 x final + 0.5 x 1/2-res head + 0.25 x 1/4-res head, targets downsized
+    expected = sum(
+        w * StructureLoss()(o, F.interpolate(batch["mask"], o.shape[-2:], mode="nearest-exact"))
+        for w, o in zip((1.0, 0.5, 0.25), module(batch["image"]), strict=True)
+    )
+    torch.testing.assert_close(loss, expected)
+
+    # the smp model keeps its state-dict keys: plain checkpoints and exports are unaffected
+    plain = SegmentationNetwork(decoder_channels=(16, 8, 8, 8, 8))
+    assert module.network.model.state_dict().keys() == plain.model.state_dict().keys()
+    module.eval()
+    assert module(batch["image"]).shape == (4, 1, 64, 64)
+    images = [im for im, _ in resized_real_images[:2]]
+    report = export_onnx(module, tmp_path / "ds.onnx", images)
+    assert report.max_abs_diff < 1e-3 and report.mask_dice > 0.99
+
+
+def test_deep_supervision_without_its_loss_says_how_to_wrap_it(resized_real_images):
+    from polypseg.models.losses import StructureLoss
+
+    module = deeply_supervised(StructureLoss()).train()
+    with pytest.raises(TypeError, match=r"returns 3 outputs .* monai.losses.DeepSupervisionLoss"):
+        module.training_step(real_batch(resized_real_images), 0)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "rule"),
+    [
+        ({"deep_supervision": 5}, r"deep_supervision=5: Unet's decoder has 5 blocks: use 0..4"),
+        (
+            {"arch": "FPN", "decoder_channels": None, "deep_supervision": 1},
+            r"FPN has no U-Net-style list of decoder blocks: use 0",
+        ),
+    ],
+)
+def test_deep_supervision_levels_are_checked(kwargs, rule):
+    with pytest.raises(ValueError, match=rule):
+        SegmentationNetwork(encoder_weights=None, **kwargs)

@@ -1,4 +1,9 @@
-"""Losses for binary segmentation on logits; any ``nn.Module`` with ``(logits, target)`` works."""
+"""Losses for binary segmentation on logits; any ``nn.Module`` with ``(logits, target)`` works.
+
+They subclass torch's ``_Loss`` like smp's and MONAI's losses, so wrappers typed for those accept
+them in YAML, e.g. ``monai.losses.DeepSupervisionLoss`` around ``StructureLoss`` for a network with
+``deep_supervision`` (see ``configs/deep_supervision.yaml``).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from segmentation_models_pytorch.losses import DiceLoss, FocalLoss, TverskyLoss
 from torch import nn
+from torch.nn.modules.loss import _Loss
 
 __all__ = ["DiceBCELoss", "DiceLoss", "FocalDiceLoss", "FocalLoss", "StructureLoss", "TverskyLoss"]
 
@@ -19,7 +25,7 @@ def soft_dice_per_image(logits: torch.Tensor, target: torch.Tensor, smooth: floa
     return 1 - (2 * inter + smooth) / (prob.sum(1) + target.sum(1) + smooth)
 
 
-class DiceBCELoss(nn.Module):
+class DiceBCELoss(_Loss):
     """``bce_weight * BCE + dice_weight * soft Dice``: BCE for pixel calibration, Dice for overlap.
 
     ``per_image=True`` averages the Dice of each image (what mDice scores) instead of one Dice over
@@ -49,7 +55,7 @@ class DiceBCELoss(nn.Module):
         return self.bce_weight * self.bce(logits, target) + self.dice_weight * dice
 
 
-class FocalDiceLoss(nn.Module):
+class FocalDiceLoss(_Loss):
     """Focal loss (hard pixels) plus soft Dice."""
 
     def __init__(self, gamma: float = 2.0, alpha: float | None = None, dice_weight: float = 1.0):
@@ -61,7 +67,7 @@ class FocalDiceLoss(nn.Module):
         return self.focal(logits, target) + self.dice_weight * self.dice(logits, target)
 
 
-class StructureLoss(nn.Module):
+class StructureLoss(_Loss):
     """PraNet's structure loss (Fan et al., MICCAI 2020; also Polyp-PVT): weighted BCE + weighted
     IoU per image, pixels near the mask boundary weighted up to ``1 + boundary_weight``.
 

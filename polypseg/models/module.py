@@ -124,8 +124,8 @@ class PolypSegModule(L.LightningModule):
     def inference_network(self) -> InferenceNetwork:
         return InferenceNetwork(self.normalize, self.network).eval()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits for images in [0, 1]."""
+    def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+        """Logits for images in [0, 1] (while training with deep supervision: a list, final first)."""
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return self.network(self.normalize(x))
@@ -139,8 +139,13 @@ class PolypSegModule(L.LightningModule):
 
     # --- steps ---------------------------------------------------------------------------
     def _shared_step(self, batch: dict, stage: str) -> torch.Tensor:
-        logits = self(batch["image"]) if stage == "train" else self.predict_logits(batch["image"])
-        loss = self.loss(logits, batch["mask"])
+        outputs = self(batch["image"]) if stage == "train" else self.predict_logits(batch["image"])
+        if isinstance(outputs, (list, tuple)):  # deep supervision: final logits first
+            self._check_deep_supervision_loss(len(outputs))
+            logits = outputs[0]
+        else:
+            logits = outputs
+        loss = self.loss(outputs, batch["mask"])
         scores = overlap_scores(
             logits.detach() > torch.logit(self.threshold), batch["mask"], ("dice", "iou")
         )
@@ -165,6 +170,17 @@ class PolypSegModule(L.LightningModule):
             batch_size=batch_size,
         )
         return loss
+
+    def _check_deep_supervision_loss(self, levels: int) -> None:
+        from monai.losses import DeepSupervisionLoss  # only here: monai adds seconds to start-up
+
+        if not isinstance(self.loss, DeepSupervisionLoss):
+            raise TypeError(
+                f"model.network returns {levels} outputs while training (deep_supervision) but "
+                f"model.loss is {type(self.loss).__name__}, which takes one: wrap it as "
+                "model.loss: {class_path: monai.losses.DeepSupervisionLoss, init_args: {loss: …}} "
+                "(configs/deep_supervision.yaml)"
+            )
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         return self._shared_step(batch, "train")

@@ -35,6 +35,10 @@ class SegmentationNetwork(nn.Module):
         decoder_channels: U-Net/U-Net++ decoder widths; narrower is much faster on CPU.
         classes: output channels (1 for binary polyp masks).
         arch_kwargs: any other argument of the smp architecture.
+        deep_supervision: number of decoder stages below the last that get their own 1x1 logit
+            head while training (nnU-Net/MONAI style; U-Net decoders). Training then returns
+            ``[logits, finer aux, …, coarser aux]`` for ``monai.losses.DeepSupervisionLoss``;
+            eval, export and inference see only the final logits, so deployment is unchanged.
     """
 
     def __init__(
@@ -46,6 +50,7 @@ class SegmentationNetwork(nn.Module):
         in_channels: int = 3,
         classes: int = 1,
         arch_kwargs: dict | None = None,
+        deep_supervision: int = 0,
     ):
         super().__init__()
         kwargs = dict(arch_kwargs or {})
@@ -73,6 +78,38 @@ class SegmentationNetwork(nn.Module):
             ) from exc
         if local:
             load_encoder_weights(self.model.encoder, encoder_name, encoder_weights)
+        self.aux_heads = self._attach_aux_heads(arch, deep_supervision, classes)
+        self._aux_features: list[torch.Tensor] = []
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x)
+    def _attach_aux_heads(self, arch: str, levels: int, classes: int) -> nn.ModuleList:
+        """A 1x1 head on each of the ``levels`` decoder blocks before the last; forward hooks
+        collect the blocks' outputs, so the smp model and its state-dict keys stay untouched."""
+        blocks = getattr(self.model.decoder, "blocks", None)
+        if levels < 0 or (
+            levels and not (isinstance(blocks, nn.ModuleList) and levels < len(blocks))
+        ):
+            rule = (
+                f"{arch}'s decoder has {len(blocks)} blocks: use 0..{len(blocks) - 1}"
+                if isinstance(blocks, nn.ModuleList)
+                else f"{arch} has no U-Net-style list of decoder blocks: use 0"
+            )
+            raise ValueError(f"model.network.deep_supervision={levels}: {rule}")
+        heads = nn.ModuleList()
+        for block in list(blocks)[len(blocks) - 1 - levels : -1] if levels else []:
+            channels = [m for m in block.modules() if isinstance(m, nn.Conv2d)][-1].out_channels
+            heads.append(nn.Conv2d(channels, classes, kernel_size=1))
+            block.register_forward_hook(self._keep_aux_feature)
+        return heads
+
+    def _keep_aux_feature(self, module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+        if self.training:
+            self._aux_features.append(output)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+        self._aux_features = []
+        logits = self.model(x)
+        if not (self.training and len(self.aux_heads)):
+            return logits
+        aux = [head(f) for head, f in zip(self.aux_heads, self._aux_features, strict=True)]
+        self._aux_features = []
+        return [logits, *reversed(aux)]  # full resolution first, as DeepSupervisionLoss weighs

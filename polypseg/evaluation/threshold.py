@@ -57,16 +57,30 @@ def write_settings(ckpt: str, out: Path, values: dict) -> None:
         torch.save(checkpoint, tmp)
 
 
-def carry_settings(ckpt: str, out: Path, settings_from: str) -> dict:
-    """Give ``ckpt`` the val-chosen settings of ``settings_from``: a final fit on all of train has
-    no val to tune on, so it inherits what val chose for the same recipe."""
-    source = torch.load(settings_from, map_location="cpu", weights_only=False)["hyper_parameters"]
+def read_settings(path: str) -> dict:
+    """The inference settings a tuned checkpoint (``hyper_parameters``) or an exported model
+    (``processing`` metadata) carries; the exported model is often all that is kept of a run."""
+    if Path(path).suffix == ".onnx":
+        from polypseg.inference.predictor import OnnxPredictor
+
+        source, where = (
+            OnnxPredictor(path, threads=1).metadata["processing"],
+            "its processing metadata",
+        )
+    else:
+        source = torch.load(path, map_location="cpu", weights_only=False)["hyper_parameters"]
+        where = "hyper_parameters"
     missing = [k for k in SETTINGS if k not in source]
     if missing:
-        raise ValueError(
-            f"{settings_from}: hyper_parameters lack {missing}; is it a tuned checkpoint?"
-        )
-    values = {k: source[k] for k in SETTINGS}
+        raise ValueError(f"{path}: {where} lack {missing}; is it a tuned checkpoint?")
+    return {k: source[k] for k in SETTINGS}
+
+
+def carry_settings(ckpt: str, out: Path, settings_from: str) -> dict:
+    """Give ``ckpt`` the val-chosen settings of ``settings_from`` (a tuned checkpoint or an exported
+    model): a final fit on all of train has no val to tune on, so it inherits what val chose for
+    the same recipe."""
+    values = read_settings(settings_from)
     write_settings(ckpt, out, values)
     print(f"{settings_from} -> {values}; wrote {out}")
     return {**values, "settings_from": settings_from, "checkpoint": str(out)}
@@ -81,8 +95,8 @@ def tune_threshold(
 ) -> dict:
     """Sweep thresholds, then mask clean-up, on val; write a checkpoint carrying the best
     (default ``*-tuned.ckpt``). Clean-up stays off unless it gains more than 0.001 val mDice.
-    ``settings_from``: copy threshold and clean-up from that tuned checkpoint instead of sweeping
-    (for a final fit with ``val_fraction: 0``, which has no val)."""
+    ``settings_from``: copy threshold and clean-up from that tuned checkpoint or exported ``.onnx``
+    instead of sweeping (for a final fit with ``val_fraction: 0``, which has no val)."""
     from polypseg.inference.onnx import datamodule_from_checkpoint, load_module
 
     out_path = Path(out or Path(ckpt).with_name(Path(ckpt).stem + "-tuned.ckpt"))

@@ -1,9 +1,9 @@
 """The ``polypseg`` command.
 
 ``fit | validate | test | predict`` are LightningCLI (YAML configs, ``class_path``/``init_args``);
-``data``, ``export``, ``evaluate``, ``infer``, ``tune-threshold``, ``ensemble``, ``serve`` and ``demo`` are plain functions
-exposed with jsonargparse, each living in the package folder of its step. Heavy imports happen
-inside the branch that needs them, so ``polypseg serve`` starts without loading Lightning.
+``data``, ``export``, ``evaluate``, ``compare``, ``infer``, ``tune-threshold``, ``ensemble``, ``serve`` and
+``demo`` are plain functions exposed with jsonargparse, each living in the package folder of its step.
+Heavy imports happen inside the branch that needs them, so ``polypseg serve`` starts without loading Lightning.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ USAGE = """usage: polypseg COMMAND [options]
   data download | import | prepare | split    get and validate Kvasir-SEG, make splits
   export           checkpoint -> ONNX (+ int8), parity-checked
   evaluate         ONNX model (fp32 or int8) on a split -> the test report (mDice with 95 % CI, ...)
+  compare          two reports of the same images -> paired difference with its 95 % CI
   infer            ONNX model over a folder of images -> masks at original resolution
   tune-threshold   pick the mask threshold on the validation split, store it in a checkpoint
   ensemble         several checkpoints -> one checkpoint averaging their logits
@@ -54,6 +55,7 @@ def lightning_main(args: list[str] | None = None):
 def tool_commands() -> dict:
     """Name -> function of the non-Lightning subcommands (imported only when one is run)."""
     from polypseg.data import commands as data
+    from polypseg.evaluation.compare import compare
     from polypseg.evaluation.evaluate import evaluate
     from polypseg.evaluation.threshold import tune_threshold
     from polypseg.inference.infer import infer
@@ -71,6 +73,7 @@ def tool_commands() -> dict:
         },
         "export": export_checkpoint,
         "evaluate": evaluate,
+        "compare": compare,
         "infer": infer,
         "tune-threshold": tune_threshold,
         "ensemble": ensemble_checkpoints,

@@ -90,3 +90,33 @@ def test_evaluate_scores_the_onnx_model_like_its_own_predictions(tmp_path):
     assert sorted(per_image.name) == names
     with pytest.raises(ValueError, match="split 'val' has no samples"):
         evaluate(str(SHIPPED), str(split), str(KVASIR), split="val", val_fraction=0.0)
+
+
+def test_compare_pairs_two_reports_of_the_same_images(tmp_path):
+    """`polypseg compare`: the paired difference of flip TTA over a single pass, image by image."""
+    import pandas as pd
+
+    from polypseg.evaluation.compare import compare
+    from polypseg.evaluation.evaluate import evaluate
+
+    names = real_names("test", 6, PRANET_SPLIT)
+    split = tmp_path / "split.csv"
+    pd.DataFrame({"name": names, "split": "test"}).to_csv(split, index=False)
+    plain = evaluate(str(SHIPPED), str(split), str(KVASIR), output=str(tmp_path / "plain"))
+    flips = evaluate(str(SHIPPED), str(split), str(KVASIR), output=str(tmp_path / "tta"), tta=True)
+    result = compare(str(tmp_path / "plain"), str(tmp_path / "tta" / "per_image.csv"))
+    expected = flips["dice"]["mean"] - plain["dice"]["mean"]
+    assert result["difference"] == pytest.approx(expected, abs=1e-4)
+    assert result["b_better"] + result["b_worse"] + result["ties"] == result["images"] == 6
+    assert result["ci95"][0] <= result["difference"] <= result["ci95"][1]
+    same = compare(str(tmp_path / "plain"), str(tmp_path / "plain"), metric="iou")
+    assert (same["difference"], same["ties"]) == (0.0, 6)
+
+    fewer = pd.read_csv(tmp_path / "tta" / "per_image.csv").iloc[1:]
+    fewer.to_csv(tmp_path / "fewer.csv", index=False)
+    with pytest.raises(ValueError, match=r"cover different images \(only in the first: \['"):
+        compare(str(tmp_path / "plain"), str(tmp_path / "fewer.csv"))
+    with pytest.raises(ValueError, match=r"fewer.csv: no 'dice_typo' column"):
+        compare(str(tmp_path / "fewer.csv"), str(tmp_path / "plain"), metric="dice_typo")
+    with pytest.raises(FileNotFoundError, match=r"nowhere: no per-image report"):
+        compare(str(tmp_path / "nowhere"), str(tmp_path / "plain"))

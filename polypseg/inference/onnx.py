@@ -238,7 +238,8 @@ def quantize_int8(
             activation_type=QuantType.QUInt8,
             # uint8 weights, not int8: on x86 CPUs without VNNI (AVX2 only, e.g. this AMD EPYC) ORT's
             # u8s8 convolution saturates its int16 sums and the shipped U-Net lost 0.02 Dice; u8u8
-            # does not saturate, so the int8 file scores the same on every CPU (docs/results.md)
+            # does not saturate, so the int8 file scores the same on every CPU (docs/results.md). The
+            # price: u8u8 has no VNNI kernel, 4.8x slower than u8s8 on VNNI CPUs (docs/benchmarks.md)
             weight_type=QuantType.QUInt8,
             calibrate_method=methods[calibration_method],
             nodes_to_exclude=exclude,

@@ -233,14 +233,18 @@ def test_final_fit_on_all_of_train_inherits_val_chosen_settings(
             "--ckpt=final.ckpt",
             "--out=final/model.onnx",
             "--int8=true",
+            "--fp16=true",
             "--max_dice_drop=1",
         ]
     )
     from polypseg.inference.predictor import OnnxPredictor
 
-    meta = OnnxPredictor("final/model.int8.onnx").metadata
-    assert set(meta["val_metrics"]) == {"train/dice"} and meta["processing"]["threshold"] == 0.65
-    assert meta["parity"]["max_abs_diff"] < 1e-3 and "dice_drop" in meta["quantization"]
+    for reduced in ("final/model.int8.onnx", "final/model.fp16.onnx"):
+        meta = OnnxPredictor(reduced).metadata
+        assert (
+            set(meta["val_metrics"]) == {"train/dice"} and meta["processing"]["threshold"] == 0.65
+        )
+        assert meta["parity"]["max_abs_diff"] < 1e-3 and "dice_drop" in meta["quantization"]
 
     # an exported model carries the same settings on to the next refit (all that a machine may keep)
     main(

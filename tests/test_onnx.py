@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from polypseg.data.io import read_rgb
-from polypseg.inference.onnx import ExportError, export_onnx, quantize_int8
+from polypseg.inference.onnx import ExportError, export_onnx, quantize_int8, store_fp16
 from polypseg.inference.predictor import OnnxPredictor
 from polypseg.inference.processing import postprocess, preprocess, resize_probabilities
 
@@ -89,6 +89,35 @@ def test_int8_quantization_and_refusal(tiny_onnx, resized_real_images, tmp_path)
     refused = tmp_path / "refused.int8.onnx"
     with pytest.raises(ExportError, match="int8 loses"):
         quantize_int8(tiny_onnx, refused, calibration, validation, max_dice_drop=-1.0)
+    assert not refused.exists()
+
+
+def test_fp16_weights_halve_the_file_and_keep_fp32_arithmetic(
+    tiny_onnx, resized_real_images, tmp_path
+):
+    """Every Conv weight is stored float16 and read through a Cast to float32; biases and size
+    constants stay float32; probabilities match the fp32 file; a refused file is not written."""
+    out = tmp_path / "model.fp16.onnx"
+    result = store_fp16(tiny_onnx, out, resized_real_images, max_dice_drop=0.01)
+    assert abs(result["dice_drop"]) < 0.01 and out.stat().st_size < tiny_onnx.stat().st_size * 0.6
+    graph = onnx.load(str(out)).graph
+    produced_by = {o: n for n in graph.node for o in n.output}
+    dtypes = {i.name: i.data_type for i in graph.initializer}
+    for conv in (n for n in graph.node if n.op_type == "Conv"):
+        cast = produced_by[conv.input[1]]
+        assert cast.op_type == "Cast" and dtypes[cast.input[0]] == onnx.TensorProto.FLOAT16
+    assert onnx.TensorProto.FLOAT16 not in {
+        dtypes.get(i) for n in graph.node if n.op_type != "Cast" for i in n.input
+    }
+    fp16 = OnnxPredictor(out)
+    assert fp16.metadata["quantization"]["dice_drop"] == pytest.approx(result["dice_drop"])
+    assert fp16.metadata["processing"] == OnnxPredictor(tiny_onnx).metadata["processing"]
+    batch = np.stack([im for im, _ in resized_real_images]).transpose(0, 3, 1, 2) / np.float32(255)
+    difference = np.abs(fp16.run(batch) - OnnxPredictor(tiny_onnx).run(batch))
+    assert difference.mean() < 2e-3 and difference.max() < 0.05  # float16 rounding, untrained net
+    refused = tmp_path / "refused.fp16.onnx"
+    with pytest.raises(ExportError, match="fp16 loses"):
+        store_fp16(tiny_onnx, refused, resized_real_images, max_dice_drop=-1.0)
     assert not refused.exists()
 
 

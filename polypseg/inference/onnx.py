@@ -1,4 +1,5 @@
-"""Export a trained module to one self-contained ONNX file with metadata, check parity, quantize.
+"""Export a trained module to one self-contained ONNX file with metadata, check parity, quantize
+to int8 or store the weights as float16.
 
 The exported graph is ``InferenceNetwork``: RGB in [0, 1], shape (N, 3, S, S) with a dynamic
 batch axis -> polyp probability (N, 1, S, S). Normalisation and sigmoid are inside the graph; the
@@ -26,7 +27,11 @@ import torch
 
 import polypseg
 from polypseg.data.io import atomic_path
-from polypseg.inference.graph import freeze_spatial_shapes, size_arithmetic_nodes
+from polypseg.inference.graph import (
+    freeze_spatial_shapes,
+    size_arithmetic_nodes,
+    store_weights_fp16,
+)
 from polypseg.inference.predictor import METADATA_KEY, OnnxPredictor
 from polypseg.inference.processing import to_network_input
 
@@ -244,26 +249,55 @@ def quantize_int8(
             calibrate_method=methods[calibration_method],
             nodes_to_exclude=exclude,
         )
-        metadata = dict(fp32.metadata)
-        _set_metadata(tmp, metadata)
-        int8 = OnnxPredictor(tmp)
-        result = {
-            "fp32_val_dice": mean_dice(fp32.run, validation, fp32.processing.threshold),
-            "int8_val_dice": mean_dice(int8.run, validation, int8.processing.threshold),
-        }
-        result["dice_drop"] = result["fp32_val_dice"] - result["int8_val_dice"]
-        if result["dice_drop"] > max_dice_drop:
-            raise ExportError(
-                f"{out}: int8 loses {result['dice_drop']:.4f} val Dice > allowed {max_dice_drop}; not written"
-            )
         quantization = {
             "type": "int8 static QDQ, uint8 activations and weights",
             "calibration_method": calibration_method,
             "fp32_layers": "first and last Conv" if keep_ends else "none",
-            **result,
         }
-        _set_metadata(tmp, {**metadata, "quantization": quantization})
+        return _keep_if_close(fp32, tmp, out, validation, max_dice_drop, "int8", quantization)
+
+
+def _keep_if_close(
+    fp32: OnnxPredictor,
+    tmp: Path,
+    out: Path,
+    validation: Sequence[tuple[np.ndarray, np.ndarray]],
+    max_dice_drop: float,
+    label: str,
+    quantization: dict,
+) -> dict:
+    """Give the reduced model ``tmp`` the fp32 model's metadata plus ``quantization`` and the
+    measured drop; refuse it (``out`` is then not written) past ``max_dice_drop``."""
+    metadata = dict(fp32.metadata)
+    _set_metadata(tmp, metadata)
+    reduced = OnnxPredictor(tmp)
+    result = {
+        "fp32_val_dice": mean_dice(fp32.run, validation, fp32.processing.threshold),
+        f"{label}_val_dice": mean_dice(reduced.run, validation, reduced.processing.threshold),
+    }
+    result["dice_drop"] = result["fp32_val_dice"] - result[f"{label}_val_dice"]
+    if result["dice_drop"] > max_dice_drop:
+        raise ExportError(
+            f"{out}: {label} loses {result['dice_drop']:.4f} val Dice > allowed {max_dice_drop}; not written"
+        )
+    _set_metadata(tmp, {**metadata, "quantization": {**quantization, **result}})
     return result
+
+
+def store_fp16(
+    fp32_path: str | Path,
+    out: str | Path,
+    validation: Sequence[tuple[np.ndarray, np.ndarray]],
+    max_dice_drop: float = 0.005,
+) -> dict:
+    """``fp32_path`` with its weights stored as float16 (:func:`store_weights_fp16`): half the
+    file, float32 speed and arithmetic on every CPU; refused past ``max_dice_drop``."""
+    out = Path(out)
+    fp32 = OnnxPredictor(fp32_path)
+    with atomic_path(out) as tmp:
+        onnx.save(store_weights_fp16(onnx.load(str(fp32_path))), str(tmp))
+        quantization = {"type": "float16 weights, float32 arithmetic (casts folded at load)"}
+        return _keep_if_close(fp32, tmp, out, validation, max_dice_drop, "fp16", quantization)
 
 
 def load_module(checkpoint: str | Path):
@@ -312,6 +346,7 @@ def export_checkpoint(
     out: str = "models/polypseg.onnx",
     data_root: str | None = None,
     int8: bool = False,
+    fp16: bool = False,
     max_dice_drop: float = 0.005,
     parity_images: int = 16,
     tolerance: float = 1e-3,
@@ -319,7 +354,8 @@ def export_checkpoint(
     calibration_method: str = "minmax",
     keep_ends: bool = False,
 ) -> dict:
-    """Export ``ckpt`` to ``out`` (+ ``*.int8.onnx`` with ``int8``); parity-checked on real val images.
+    """Export ``ckpt`` to ``out`` (+ ``*.int8.onnx`` with ``int8``, ``*.fp16.onnx`` with ``fp16``:
+    float16 weights, float32 arithmetic); parity-checked on real val images.
 
     ``calibration_method`` and ``keep_ends`` tune the int8 quantization (see :func:`quantize_int8`).
     A final fit without val is checked on training images (past the calibration ones when there are
@@ -354,4 +390,8 @@ def export_checkpoint(
             ),
         }
         print(f"wrote {int8_out}: val Dice drop {result['int8']['dice_drop']:+.4f}")
+    if fp16:
+        fp16_out = Path(out).with_suffix(".fp16.onnx")
+        result["fp16"] = {"onnx": str(fp16_out), **store_fp16(out, fp16_out, val, max_dice_drop)}
+        print(f"wrote {fp16_out}: val Dice drop {result['fp16']['dice_drop']:+.4f}")
     return result

@@ -21,7 +21,7 @@ USAGE = """usage: polypseg COMMAND [options]
   fit | validate | test | predict   LightningCLI, e.g. polypseg fit --config configs/unet.yaml
   data download | import | prepare | split    get and validate Kvasir-SEG, make splits
   export           checkpoint -> ONNX (+ int8 or float16 weights), parity-checked
-  evaluate         ONNX model (fp32 or int8) on a split -> the test report (mDice with 95 % CI, ...)
+  evaluate         ONNX model (fp32, fp16 weights, int8) on a split -> the test report (mDice with 95 % CI, ...)
   compare          two reports of the same images -> paired difference with its 95 % CI
   infer            ONNX model over a folder of images -> masks at original resolution
   tune-threshold   pick the mask threshold on the validation split, store it in a checkpoint

@@ -12,7 +12,7 @@ from polypseg.inference.processing import binarize_mask
 from conftest import KVASIR, PRANET_SPLIT, REPO, real_names
 
 SHIPPED = REPO / "models" / "polypseg.onnx"
-FAST = REPO / "models" / "polypseg-192.int8.onnx"  # the <= 15 ms model (configs/unet-192.yaml)
+FAST = REPO / "models" / "polypseg-192.fp16.onnx"  # the <= 15 ms model (configs/unet-192.yaml)
 # the ensemble: two seeds of configs/unet.yaml refit (60 epochs) on all 900 train images, averaged;
 # float16 weights, float32 arithmetic
 ENSEMBLE = REPO / "models" / "polypseg-ensemble.fp16.onnx"
@@ -126,3 +126,27 @@ def test_compare_pairs_two_reports_of_the_same_images(tmp_path):
         compare(str(tmp_path / "fewer.csv"), str(tmp_path / "plain"), metric="dice_typo")
     with pytest.raises(FileNotFoundError, match=r"nowhere: no per-image report"):
         compare(str(tmp_path / "nowhere"), str(tmp_path / "plain"))
+
+
+@pytest.mark.parametrize(
+    ("checkpoint", "exported"),
+    [("polypseg.ckpt", SHIPPED), ("polypseg-192.ckpt", FAST)],
+)
+def test_committed_checkpoint_is_the_source_of_its_onnx_file(checkpoint, exported):
+    """A weights-only checkpoint ships next to each single-network file, so new formats can be
+    exported from it later: same settings, same probabilities (float16 weights: within rounding)."""
+    from polypseg.inference.onnx import load_module, torch_probabilities
+    from polypseg.inference.processing import resize_image, to_network_input
+
+    module = load_module(REPO / "models" / checkpoint)
+    predictor = OnnxPredictor(exported)
+    assert module.processing.to_dict() == predictor.metadata["processing"]
+    size = predictor.processing.size
+    names = real_names("test", 4, PRANET_SPLIT)
+    batch = to_network_input(
+        [resize_image(read_rgb(KVASIR / "images" / f"{n}.jpg"), size) for n in names]
+    )
+    expected, got = torch_probabilities(module)(batch), predictor.run(batch)
+    assert np.abs(got - expected).max() < 0.05
+    threshold = predictor.processing.threshold
+    assert ((got > threshold) == (expected > threshold)).mean() > 0.999

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -43,7 +44,7 @@ def main() -> None:
         for predictor, times in zip(predictors, samples, strict=True):
             size = predictor.processing.size
             x = np.random.default_rng(0).random((1, 3, size, size), dtype=np.float32)
-            call = (lambda: predictor.predict(image)) if args.tta else (lambda: predictor.run(x))  # noqa: B023
+            call = partial(predictor.predict, image) if args.tta else partial(predictor.run, x)
             for _ in range(3):
                 call()
             for _ in range(args.block):

@@ -7,8 +7,9 @@ a block must not start while another session's threads still spin); median, p10 
 
     python benchmarks/latency_files.py models/polypseg.onnx other.onnx --out benchmarks/results/x.json
 
-``--tta`` times the whole ``OnnxPredictor(..., tta=True).predict`` of one 620 x 530 image instead
-(pre-processing, four flips as one batch of 4, post-processing at the original size).
+``--tta none flips d4`` times the whole ``OnnxPredictor(..., tta=mode).predict`` of one 620 x 530
+image instead (pre-processing, the views as one batch, post-processing at the original size), for
+each file and each mode in the same blocks; ``--tta`` alone means ``flips``.
 """
 
 from __future__ import annotations
@@ -34,17 +35,22 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--block", type=int, default=15)
     parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--tta", action="store_true")
+    parser.add_argument("--tta", nargs="*", choices=["none", "flips", "d4"], default=None)
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
-    predictors = [OnnxPredictor(f, threads=args.threads, tta=args.tta) for f in args.files]
+    modes = None if args.tta is None else (args.tta or ["flips"])
+    runs = [(f, mode) for f in args.files for mode in (modes or [None])]
+    predictors = [
+        OnnxPredictor(f, threads=args.threads, tta=False if mode in (None, "none") else mode)
+        for f, mode in runs
+    ]
     image = np.random.default_rng(0).integers(0, 256, (530, 620, 3), dtype=np.uint8)
     samples: list[list[float]] = [[] for _ in predictors]
     for _ in range(args.rounds):
         for predictor, times in zip(predictors, samples, strict=True):
             size = predictor.processing.size
             x = np.random.default_rng(0).random((1, 3, size, size), dtype=np.float32)
-            call = partial(predictor.predict, image) if args.tta else partial(predictor.run, x)
+            call = partial(predictor.predict, image) if modes else partial(predictor.run, x)
             for _ in range(3):
                 call()
             for _ in range(args.block):
@@ -52,11 +58,12 @@ def main() -> None:
                 call()
                 times.append((time.perf_counter() - start) * 1000)
     rows = []
-    for path, predictor, times in zip(args.files, predictors, samples, strict=True):
+    for (path, mode), predictor, times in zip(runs, predictors, samples, strict=True):
         p10, p50, p90 = np.percentile(times, [10, 50, 90])
         rows.append(
             {
                 "file": path,
+                "tta": mode,
                 "size": predictor.processing.size,
                 "MB": Path(path).stat().st_size / 1e6,
                 # int8 or float16 weights; a file without it computes and stores float32
@@ -67,10 +74,10 @@ def main() -> None:
             }
         )
     print(f"Machine: {machine()}; commit {git_sha()}; {args.rounds} x {args.block} runs each\n")
-    print("| file | px | MB | median ms | p10 | p90 |\n|---|---|---|---|---|---|")
+    print("| file | TTA | px | MB | median ms | p10 | p90 |\n|---|---|---|---|---|---|---|")
     for r in rows:
         print(
-            f"| {r['file']} | {r['size']} | {r['MB']:.1f} | **{r['median_ms']:.1f}** "
+            f"| {r['file']} | {r['tta'] or '-'} | {r['size']} | {r['MB']:.1f} | **{r['median_ms']:.1f}** "
             f"| {r['p10_ms']:.1f} | {r['p90_ms']:.1f} |"
         )
     if args.out:

@@ -1,4 +1,5 @@
-"""Val mDice (network resolution) of a checkpoint with and without flip TTA; TTA is kept only if it helps.
+"""Val mDice (network resolution) of a checkpoint without TTA, with flips and with D4 views; a TTA is
+kept only if it helps on val.
 
 python benchmarks/tta_val.py --ckpt checkpoints/unet/best.ckpt
 """
@@ -21,11 +22,11 @@ def main() -> None:
     datamodule = datamodule_from_checkpoint(args.ckpt)
     threshold = module.processing.threshold
     result = {}
-    for tta in (False, True):
+    for tta in (False, "flips", "d4"):
         module.tta = tta
         start = time.perf_counter()
         prob, mask = val_probabilities(module, datamodule)
-        result[f"tta={tta}"] = {
+        result[f"tta={tta}"] = {  # at the checkpoint's tuned threshold, no clean-up
             "val_dice": sweep(prob, mask, [threshold])[threshold],
             "seconds": time.perf_counter() - start,
         }

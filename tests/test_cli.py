@@ -362,11 +362,11 @@ def test_tta_switch_survives_ckpt_path(run_dir, tiny_root, monkeypatch, tmp_path
         run_dir,
         tiny_root,
         monkeypatch,
-        "--model.tta=true",
+        "--model.tta=d4",
         f"--trainer.callbacks.output_dir={tmp_path}",
     )
     metrics = json.loads(next(tmp_path.glob("test-*/metrics.json")).read_text())
-    assert metrics["tta"] is True
+    assert metrics["tta"] == "d4"
 
 
 def test_shipped_recipes_resolve(capsys, monkeypatch, tmp_path):

@@ -33,6 +33,35 @@ def test_tta_keeps_shape_and_sample_order(resized_real_images):
     torch.testing.assert_close(merged, single, atol=1e-4, rtol=1e-3)  # order preserved per sample
 
 
+def test_d4_tta_averages_the_eight_rotations_and_mirrors(resized_real_images):
+    module = small(tta="d4")
+    images = torch.stack(
+        [torch.from_numpy(im).permute(2, 0, 1).float() / 255 for im, _ in resized_real_images[:2]]
+    )
+    views = [(k, m) for k in range(4) for m in (False, True)]
+
+    def view(x, k, mirror):
+        return torch.rot90(x.flip(-1) if mirror else x, k, (-2, -1))
+
+    def unview(y, k, mirror):
+        y = torch.rot90(y, -k, (-2, -1))
+        return y.flip(-1) if mirror else y
+
+    with torch.no_grad():
+        merged = module.predict_logits(images)
+        manual = torch.stack([unview(module(view(images, k, m)), k, m) for k, m in views]).mean(0)
+        module.tta = "flips"
+        flips = module.predict_logits(images)
+    torch.testing.assert_close(merged, manual, atol=1e-4, rtol=1e-3)
+    assert (merged - flips).abs().max() > 1e-4  # the rotations add views the flips do not have
+
+
+@pytest.mark.parametrize("bad", ["d8", "yes", 4])
+def test_tta_rejects_unknown_modes_by_name(bad):
+    with pytest.raises(ValueError, match=r"tta: expected true, false or one of \('flips', 'd4'\)"):
+        small(tta=bad)
+
+
 def test_threshold_is_checkpointed_state():
     module = small(threshold=0.35)
     assert float(module.state_dict()["threshold"]) == pytest.approx(0.35)

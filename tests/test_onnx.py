@@ -226,15 +226,16 @@ def test_int8_percentile_calibration_keeps_end_convolutions_fp32(
     assert not (tmp_path / "x.onnx").exists()
 
 
-def test_onnx_flip_tta_matches_the_pytorch_tta(tiny_module, tiny_onnx, resized_real_images):
-    """`OnnxPredictor(tta=True)` (evaluate/infer) averages the same four flips in logit space as
-    the module's ttach TTA (`polypseg test --model.tta true`)."""
+@pytest.mark.parametrize("mode", [True, "d4"])
+def test_onnx_tta_matches_the_pytorch_tta(tiny_module, tiny_onnx, resized_real_images, mode):
+    """`OnnxPredictor(tta=...)` (evaluate/infer) averages the same views in logit space as the
+    module's ttach TTA (`polypseg test --model.tta true|d4`): four flips, or the eight D4 views."""
     from polypseg.inference.processing import to_network_input
 
     batch = to_network_input([im for im, _ in resized_real_images[:3]])
     plain = OnnxPredictor(tiny_onnx)
-    tta = OnnxPredictor(tiny_onnx, tta=True)
-    tiny_module.tta = True
+    tta = OnnxPredictor(tiny_onnx, tta=mode)
+    tiny_module.tta = mode
     try:
         with torch.no_grad():
             expected = torch.sigmoid(tiny_module.predict_logits(torch.from_numpy(batch)))[:, 0]
@@ -242,7 +243,9 @@ def test_onnx_flip_tta_matches_the_pytorch_tta(tiny_module, tiny_onnx, resized_r
         tiny_module.tta = False
     got = tta.probabilities(batch)
     assert got.shape == (3, 64, 64)
-    np.testing.assert_allclose(got, expected.numpy(), atol=1e-4)
-    assert np.abs(got - plain.probabilities(batch)).max() > 1e-3  # the flips did something
+    # ORT and torch convolve rotated inputs in different orders: a few 1e-4 differences
+    np.testing.assert_allclose(got, expected.numpy(), atol=5e-4)
+    assert np.abs(got - expected.numpy()).mean() < 1e-5
+    assert np.abs(got - plain.probabilities(batch)).max() > 1e-3  # the views did something
     mask = tta.predict(resized_real_images[0][0]).mask
     assert mask.shape == resized_real_images[0][0].shape[:2]

@@ -11,6 +11,7 @@ import pandas as pd
 from lightning.pytorch.loggers import MLFlowLogger
 
 from polypseg.evaluation.report import MANIFEST_COLUMNS, write_report
+from polypseg.inference.tta import tta_mode
 
 
 def git_sha() -> str:
@@ -48,7 +49,7 @@ class TestReport(L.Callback):
             "split_file": dm.split_file,
             "data_root": str(dm.root),
             "processing": pl_module.processing.to_dict(),
-            "tta": bool(pl_module.tta),
+            "tta": tta_mode(pl_module.tta) or False,
             "image_size": pl_module.image_size,
             "resolution": "original (probabilities resized back, then thresholded)",
             "git_sha": git_sha(),

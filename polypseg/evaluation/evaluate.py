@@ -20,6 +20,7 @@ from polypseg.evaluation.metrics import image_scores
 from polypseg.evaluation.report import MANIFEST_COLUMNS, summarize, write_report
 from polypseg.inference.predictor import OnnxPredictor
 from polypseg.inference.processing import binarize_mask, postprocess, preprocess
+from polypseg.inference.tta import TTA
 
 
 def evaluate(
@@ -31,11 +32,12 @@ def evaluate(
     val_fraction: float = 0.1,
     seed: int = 42,
     threads: int | None = None,
-    tta: bool = False,
+    tta: TTA = False,
 ) -> dict:
     """Write the report of ``model`` on ``split`` of ``split_file`` into ``output``; returns the
     metric summary. ``val_fraction``/``seed`` carve ``val`` as training did (for split files
-    without one); ``tta`` averages the four flips, as ``polypseg test --model.tta true``."""
+    without one); ``tta`` averages views (``true``/``flips``: four flips, ``d4``: eight rotations and
+    mirrors), as ``polypseg test --model.tta``."""
     from polypseg.data.datamodule import KvasirSegDataModule
 
     predictor = OnnxPredictor(model, threads, tta)
@@ -64,7 +66,7 @@ def evaluate(
         "data_root": str(datamodule.root),
         "processing": processing.to_dict(),
         "quantization": predictor.metadata.get("quantization"),
-        "tta": tta,
+        "tta": predictor.tta or False,
         "resolution": "original (probabilities resized back, then thresholded)",
     }
     write_report(per_image, output, context, probabilities, datamodule.root, processing)

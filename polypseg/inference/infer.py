@@ -8,6 +8,7 @@ from PIL import Image
 
 from polypseg.data.io import atomic_path, list_images, read_rgb
 from polypseg.inference.predictor import OnnxPredictor
+from polypseg.inference.tta import TTA
 
 
 def infer(
@@ -16,10 +17,11 @@ def infer(
     output: str = "predictions",
     threshold: float | None = None,
     threads: int | None = None,
-    tta: bool = False,
+    tta: TTA = False,
 ) -> int:
     """Write ``<output>/<name>.png`` (0/255) for every image in ``input``; returns the count.
-    ``tta`` averages the four flips of each image (4x compute)."""
+    ``tta`` averages views of each image (``true``/``flips``: four flips, 4x compute; ``d4``: eight
+    rotations and mirrors, 8x)."""
     predictor = OnnxPredictor(model, threads, tta)
     images = list_images(Path(input))
     if not images:

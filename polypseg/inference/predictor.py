@@ -20,13 +20,10 @@ from polypseg.inference.processing import (
     postprocess,
     preprocess,
     resize_probabilities,
-    sigmoid,
 )
+from polypseg.inference.tta import TTA, average_views, tta_mode
 
 METADATA_KEY = "polypseg"
-# flip TTA as ttach's flip_transform (used by `polypseg test --model.tta true`): identity,
-# horizontal, vertical, both; logits averaged, so the ONNX path matches the PyTorch one
-FLIPS = ((), (3,), (2,), (2, 3))
 
 
 @dataclass
@@ -54,29 +51,16 @@ def read_metadata(session: ort.InferenceSession) -> dict:
     return json.loads(raw[METADATA_KEY])
 
 
-def flip_tta(run, batch: np.ndarray) -> np.ndarray:
-    """Probabilities of ``run`` on (N,3,S,S) averaged over the four flips, in logit space, as one
-    batch of 4N (4x the compute of a plain pass)."""
-    n = len(batch)
-    flipped = np.concatenate([np.flip(batch, axes) if axes else batch for axes in FLIPS])
-    prob = np.clip(run(np.ascontiguousarray(flipped)), 1e-7, 1 - 1e-7)
-    logits = np.log(prob) - np.log1p(-prob)  # (4N,S,S)
-    back = [
-        np.flip(logits[i * n : (i + 1) * n], tuple(a - 1 for a in axes)) if axes else logits[:n]
-        for i, axes in enumerate(FLIPS)
-    ]
-    return sigmoid(np.mean(back, axis=0))
-
-
 class OnnxPredictor:
     """Probabilities and masks at the original image resolution from an exported polypseg model.
 
-    ``tta=True`` averages the four flips of every image (4x compute; off by default because the
-    served model has a latency budget)."""
+    ``tta`` averages views of every image (``true``/``"flips"``: the four flips, 4x compute;
+    ``"d4"``: the eight rotations and mirrors, 8x; off by default because the served model has a
+    latency budget)."""
 
-    def __init__(self, path: str | Path, threads: int | None = None, tta: bool = False):
+    def __init__(self, path: str | Path, threads: int | None = None, tta: TTA = False):
         self.path = Path(path)
-        self.tta = tta
+        self.tta = tta_mode(tta)
         if not self.path.is_file():
             raise FileNotFoundError(f"{self.path}: no such ONNX model")
         self.session = ort.InferenceSession(
@@ -91,8 +75,8 @@ class OnnxPredictor:
         return self.session.run(None, {self.input_name: batch})[0][:, 0]
 
     def probabilities(self, batch: np.ndarray) -> np.ndarray:
-        """Like ``run``, with flip TTA when the predictor was built with ``tta=True``."""
-        return flip_tta(self.run, batch) if self.tta else self.run(batch)
+        """Like ``run``, averaged over the TTA views the predictor was built with."""
+        return average_views(self.run, batch, self.tta) if self.tta else self.run(batch)
 
     def predict_many(
         self, images: list[np.ndarray], thresholds: list[float | None] | None = None

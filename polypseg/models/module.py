@@ -12,6 +12,7 @@ from torchmetrics import MeanMetric
 
 from polypseg.evaluation.metrics import image_scores, overlap_scores
 from polypseg.inference.processing import Processing, postprocess
+from polypseg.inference.tta import TTA, tta_mode
 from polypseg.models.losses import DiceBCELoss
 from polypseg.models.networks import Normalize, SegmentationNetwork
 from polypseg.models.schedules import warmup_cosine
@@ -56,7 +57,8 @@ class PolypSegModule(L.LightningModule):
         encoder_lr_scale: the pretrained encoder's learning rate as a fraction of the optimizer's
             (discriminative fine-tuning, as fastai/MONAI users do: < 1 keeps more of the ImageNet
             features); 1.0 = one learning rate for everything.
-        tta: average flipped predictions at validation/test/predict time (ttach).
+        tta: average views of each image at validation/test/predict time (ttach): ``true`` or
+            ``flips`` the four flips, ``d4`` the eight rotations and mirrors.
         channels_last: NHWC memory format; about 10% faster convolutions on CPU.
     """
 
@@ -74,7 +76,7 @@ class PolypSegModule(L.LightningModule):
         scheduler: LRSchedulerCallable | None = None,
         warmup_steps: int = 30,
         encoder_lr_scale: float = 1.0,
-        tta: bool = False,
+        tta: TTA = False,
         channels_last: bool = True,
     ):
         super().__init__()
@@ -92,7 +94,7 @@ class PolypSegModule(L.LightningModule):
         self.register_buffer("threshold", torch.tensor(float(threshold)))
         self.register_buffer("min_component", torch.tensor(float(min_component)))
         self.register_buffer("fill_holes", torch.tensor(bool(fill_holes)))
-        self.image_size, self.tta, self.channels_last = image_size, tta, channels_last
+        self.image_size, self.tta, self.channels_last = image_size, tta_mode(tta), channels_last
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.warmup_steps = warmup_steps
         if encoder_lr_scale <= 0:
@@ -131,11 +133,11 @@ class PolypSegModule(L.LightningModule):
         return self.network(self.normalize(x))
 
     def predict_logits(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.tta:
+        mode = tta_mode(self.tta)  # re-read: callers may switch `module.tta` after construction
+        if mode is None:
             return self(x)
-        return ttach.SegmentationTTAWrapper(
-            self, ttach.aliases.flip_transform(), merge_mode="mean"
-        )(x)
+        views = {"flips": ttach.aliases.flip_transform, "d4": ttach.aliases.d4_transform}[mode]
+        return ttach.SegmentationTTAWrapper(self, views(), merge_mode="mean")(x)
 
     # --- steps ---------------------------------------------------------------------------
     def _shared_step(self, batch: dict, stage: str) -> torch.Tensor:

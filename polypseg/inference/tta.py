@@ -32,6 +32,9 @@ def tta_mode(tta: TTA | None) -> str | None:
     raise ValueError(f"tta: expected true, false or one of {MODES}, got {tta!r}")
 
 
+TTACH = {"flips": "flip_transform", "d4": "d4_transform"}
+"""The same views as ttach aliases, for the Lightning module (this module stays torch-free)."""
+
 # (quarter turns, mirror first): a view is x -> rot90(mirror(x), k) on the last two axes
 VIEWS = {
     "flips": ((0, False), (0, True), (2, True), (2, False)),  # rot180 . mirror = vertical flip

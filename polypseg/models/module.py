@@ -12,7 +12,7 @@ from torchmetrics import MeanMetric
 
 from polypseg.evaluation.metrics import image_scores, overlap_scores
 from polypseg.inference.processing import Processing, postprocess
-from polypseg.inference.tta import TTA, tta_mode
+from polypseg.inference.tta import TTA, TTACH, tta_mode
 from polypseg.models.losses import DiceBCELoss
 from polypseg.models.networks import Normalize, SegmentationNetwork
 from polypseg.models.schedules import warmup_cosine
@@ -136,8 +136,8 @@ class PolypSegModule(L.LightningModule):
         mode = tta_mode(self.tta)  # re-read: callers may switch `module.tta` after construction
         if mode is None:
             return self(x)
-        views = {"flips": ttach.aliases.flip_transform, "d4": ttach.aliases.d4_transform}[mode]
-        return ttach.SegmentationTTAWrapper(self, views(), merge_mode="mean")(x)
+        views = getattr(ttach.aliases, TTACH[mode])()
+        return ttach.SegmentationTTAWrapper(self, views, merge_mode="mean")(x)
 
     # --- steps ---------------------------------------------------------------------------
     def _shared_step(self, batch: dict, stage: str) -> torch.Tensor:

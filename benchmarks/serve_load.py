@@ -1,5 +1,6 @@
 """Bounded loopback load on `polypseg serve`: req/s and latency at concurrency 1, 2, 4, with and
-without dynamic batching, next to the raw ONNX throughput of the same model and image.
+without dynamic batching, next to the raw ONNX throughput of the same model and image; then the
+amplification attack (tiny files, huge pixel counts from 8 clients) beside one normal client.
 
 Only 127.0.0.1 is targeted; every loop is bounded in requests and time.
 
@@ -9,6 +10,7 @@ Only 127.0.0.1 is targeted; every loop is bounded in requests and time.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import signal
@@ -21,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import requests
+from PIL import Image
 
 from polypseg.data.io import read_rgb
 from polypseg.inference.predictor import OnnxPredictor
@@ -93,6 +96,62 @@ def load(url: str, image: bytes, concurrency: int, total: int) -> dict:
     }
 
 
+def flat_png(width: int, height: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("L", (width, height)).save(buffer, format="PNG", optimize=True)
+    return buffer.getvalue()
+
+
+ATTACKS = {
+    "none": None,
+    "25 MP PNG (5000x5000)": lambda: flat_png(5000, 5000),
+    "1x25,000,000 PNG": lambda: flat_png(1, 25_000_000),
+    "largest accepted (4096x2160 PNG)": lambda: flat_png(4096, 2160),
+}
+
+
+def amplification(
+    url: str, image: bytes, attack: bytes | None, total: int, clients: int = 8
+) -> dict:
+    """p50/p95 of ``total`` sequential normal requests while ``clients`` threads send ``attack``."""
+    stop, statuses = False, []
+
+    def attacker(_):
+        while not stop:
+            try:
+                answer = requests.post(
+                    f"{url}/predict", files={"file": ("a.png", attack, "image/png")}, timeout=60
+                )
+                statuses.append(answer.status_code)
+            except requests.RequestException:
+                statuses.append(0)
+
+    with ThreadPoolExecutor(clients) as pool:
+        if attack is not None:
+            for i in range(clients):
+                pool.submit(attacker, i)
+            time.sleep(1.0)
+        latencies, errors = [], 0
+        for _ in range(total):
+            start = time.perf_counter()
+            try:
+                ok = requests.post(f"{url}/predict", files={"file": image}, timeout=60).ok
+            except requests.RequestException:
+                ok = False
+            errors += not ok
+            latencies.append((time.perf_counter() - start) * 1000)
+        stop = True
+    latencies.sort()
+    return {
+        "attack_bytes": len(attack) if attack else 0,
+        "attack_requests": len(statuses),
+        "attack_statuses": sorted(set(statuses)),
+        "normal_p50_ms": statistics.median(latencies),
+        "normal_p95_ms": latencies[int(0.95 * (len(latencies) - 1))],
+        "normal_errors": errors,
+    }
+
+
 def raw_onnx(model: str, image_path: Path, total: int) -> float:
     """Images/s of predictor.predict (decode excluded) on one image, sequentially."""
     predictor = OnnxPredictor(model)
@@ -128,6 +187,16 @@ def main() -> None:
         finally:
             os.kill(process.pid, signal.SIGTERM)
             process.wait(timeout=60)
+    attacks = []
+    process, url = start_server(args.model, 1)
+    try:
+        for name, make in ATTACKS.items():
+            row = {"attack": name, **amplification(url, image, make() if make else None, 40)}
+            attacks.append(row)
+            print(json.dumps(row), flush=True)
+    finally:
+        os.kill(process.pid, signal.SIGTERM)
+        process.wait(timeout=60)
     result = {
         "machine": machine(),
         "git": git_sha(),
@@ -135,6 +204,7 @@ def main() -> None:
         "image": image_path.name,
         "raw_onnx_images_per_s": raw,
         "rows": rows,
+        "amplification": attacks,
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2))
@@ -146,6 +216,16 @@ def main() -> None:
         print(
             f"| {r['max_batch_size']} | {r['concurrency']} | {r['req_per_s']:.1f} | {r['p50_ms']:.0f} | {r['p95_ms']:.0f} "
             f"| {r['errors']} | {r['vs_raw']:.2f} |"
+        )
+    print(
+        "\n| attack (8 clients) | file | attack requests (status) | normal p50 ms | normal p95 ms "
+        "| normal errors |\n|---|---|---|---|---|---|"
+    )
+    for r in attacks:
+        print(
+            f"| {r['attack']} | {r['attack_bytes'] / 1024:.1f} kB | {r['attack_requests']} "
+            f"({', '.join(map(str, r['attack_statuses']))}) | {r['normal_p50_ms']:.0f} "
+            f"| {r['normal_p95_ms']:.0f} | {r['normal_errors']} |"
         )
 
 

@@ -99,6 +99,8 @@ def server(tiny_onnx, tmp_path_factory):
             break
         time.sleep(0.5)
     assert not group_alive(process.pid), "stray server processes after SIGTERM"
+    output = process.stdout.read().decode()
+    assert "Traceback" not in output and "KeyboardInterrupt" not in output, output[-3000:]
 
 
 def test_png_mask_at_original_resolution(server):
@@ -159,6 +161,95 @@ def bomb() -> bytes:
     return buffer.getvalue()
 
 
+def png(array: np.ndarray, **save) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG", **save)
+    return buffer.getvalue()
+
+
+def flat_png(width: int, height: int) -> bytes:
+    """A few kB that decode to width x height pixels (the amplification attack's file)."""
+    buffer = io.BytesIO()
+    Image.new("L", (width, height)).save(buffer, format="PNG", optimize=True)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("data", "words"),
+    [
+        (lambda: flat_png(5000, 5000), "5000x5000"),  # 25 MP in ~3 kB
+        (lambda: flat_png(1, 25_000_000), "1x25000000"),  # ~1 s of decoding per request before
+        (lambda: flat_png(4000, 1000), "aspect"),
+    ],
+)
+def test_frames_no_endoscope_makes_are_refused_from_the_header(server, data, words):
+    url, _, _ = server
+    response = requests.post(f"{url}/predict", files={"file": ("a.png", data(), "image/png")})
+    assert response.status_code == 413, response.text
+    assert words in response.json()["detail"] or "aspect ratio" in response.json()["detail"]
+
+
+def test_deep_json_and_non_utf8_headers_get_4xx(server):
+    url, process, _ = server
+    deep = "[" * 100_000 + "]" * 100_000
+    response = requests.post(
+        f"{url}/predict", data=deep, headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 400 and "JSON" in response.json()["detail"]
+    import http.client
+
+    host, port = url.rsplit("/", 1)[1].split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=30)
+    connection.putrequest("POST", "/predict")
+    connection.putheader("Content-Type", "application/json")
+    connection.putheader("X-Name", b"caf\xe9")
+    connection.putheader("Content-Length", "2")
+    connection.endheaders(b"{}")
+    answer = connection.getresponse()
+    assert 400 <= answer.status < 500, answer.read()
+    assert process.poll() is None
+
+
+def area(response: requests.Response) -> float:
+    return float((np.asarray(Image.open(io.BytesIO(response.content))) > 0).mean())
+
+
+def test_sixteen_bit_png_is_scaled_not_clipped(server):
+    url, _, _ = server
+    gray = np.asarray(Image.open(IMAGE).convert("L"))
+    eight = requests.post(f"{url}/predict", files={"file": ("a.png", png(gray), "image/png")})
+    sixteen_bit = png(gray.astype(np.uint16) * 257)
+    assert Image.open(io.BytesIO(sixteen_bit)).mode.startswith("I")
+    sixteen = requests.post(f"{url}/predict", files={"file": ("a.png", sixteen_bit, "image/png")})
+    assert sixteen.status_code == 200 and eight.status_code == 200
+    assert sixteen.content == eight.content
+
+
+def test_float_tiff_is_refused_with_its_reason(server):
+    url, _, _ = server
+    buffer = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).random((64, 64), dtype=np.float32)).save(
+        buffer, format="TIFF"
+    )
+    response = requests.post(f"{url}/predict", files={"file": ("a.tif", buffer.getvalue())})
+    assert response.status_code == 415 and "floating-point" in response.json()["detail"]
+
+
+def test_exif_orientation_is_applied(server):
+    url, _, _ = server
+    upright = np.asarray(Image.open(IMAGE).convert("RGB"))
+    stored = Image.fromarray(np.ascontiguousarray(np.rot90(upright)))  # 90° counter-clockwise
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90° clockwise to display"
+    buffer = io.BytesIO()
+    stored.save(buffer, format="PNG", exif=exif)
+    rotated = requests.post(f"{url}/predict", files={"file": ("r.png", buffer.getvalue())})
+    plain = requests.post(f"{url}/predict", files={"file": ("p.png", png(upright))})
+    assert rotated.status_code == 200, rotated.text
+    assert Image.open(io.BytesIO(rotated.content)).size == Image.open(IMAGE).size
+    assert rotated.content == plain.content
+
+
 @pytest.mark.parametrize(
     ("kwargs", "status", "words"),
     [
@@ -204,7 +295,10 @@ def test_bad_requests_get_clear_4xx(server, kwargs, status, words):
 
 def test_still_healthy_after_bad_requests_and_info(server):
     url, _, cwd = server
-    assert requests.get(f"{url}/health").status_code == 200
+    health = requests.get(f"{url}/health")
+    assert health.status_code == 200 and health.json() == {"status": "ok"}
+    for path in ("/", "/health", "/info", "/openapi.json"):
+        assert requests.get(f"{url}{path}").headers["content-type"] == "application/json", path
     info = requests.get(f"{url}/info").json()
     assert (
         info["model"]["processing"]["size"] == 64
@@ -216,6 +310,34 @@ def test_still_healthy_after_bad_requests_and_info(server):
         "content"
     ]
     assert {"multipart/form-data", "application/json"} <= set(body)
+    assert body["multipart/form-data"]["schema"]["properties"]["file"]["minLength"] == 1
+    assert body["application/json"]["schema"]["properties"]["image"]["minLength"] == 1
+
+
+def test_sigkill_of_the_server_stops_its_workers(tiny_onnx, tmp_path):
+    port = free_port()
+    process = start(
+        [str(BIN / "polypseg"), "serve", f"--model={tiny_onnx}", f"--port={port}"],
+        tmp_path,
+        f"http://127.0.0.1:{port}/health",
+    )
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait(timeout=10)
+    for _ in range(40):
+        if not group_alive(process.pid):
+            break
+        time.sleep(0.25)
+    assert not group_alive(process.pid), "workers outlived their SIGKILLed parent"
+    assert not listening_addresses(port)
+
+
+def test_onnxruntime_telemetry_is_off_wherever_polypseg_runs():
+    code = "import os, polypseg.serving.api; print(os.environ['ORT_DISABLE_TELEMETRY'])"
+    env = {k: v for k, v in os.environ.items() if k != "ORT_DISABLE_TELEMETRY"}
+    result = subprocess.run(
+        [str(BIN / "python"), "-c", code], capture_output=True, text=True, env=env, check=True
+    )
+    assert result.stdout.strip() == "1"
 
 
 def test_schemathesis_finds_no_server_errors(server):

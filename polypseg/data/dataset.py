@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-from polypseg.data.io import atomic_path, read_gray, read_rgb
+from polypseg.data.io import atomic_path, read_mask, read_rgb
 from polypseg.inference.processing import binarize_mask, resize_image, resize_mask, to_network_input
 
 log = logging.getLogger(__name__)
@@ -56,7 +56,7 @@ def load_resized(
     root = Path(root)
     log.info("resizing %d samples to %dpx (cached in %s)", len(frame), size, folder)
     images = np.stack([resize_image(read_rgb(root / p), size) for p in frame.image])
-    masks = np.stack([resize_mask(read_gray(root / p), size) for p in frame["mask"]])
+    masks = np.stack([resize_mask(read_mask(root / p), size) for p in frame["mask"]])
     samples = ResizedSamples(list(frame.name), images, masks)
     if folder:
         folder.mkdir(parents=True, exist_ok=True)
@@ -105,7 +105,7 @@ class SegmentationDataset(Dataset):
         }
         if self.original_masks:
             item["original_mask"] = torch.from_numpy(
-                binarize_mask(read_gray(self.root / self.frame["mask"].iloc[index]))
+                binarize_mask(read_mask(self.root / self.frame["mask"].iloc[index]))
             )
         return item
 

@@ -19,7 +19,7 @@ from polypseg.data.io import (
     ImageReadError,
     atomic_path,
     list_images,
-    read_gray,
+    read_mask,
     read_rgb,
     sha256_file,
 )
@@ -89,16 +89,52 @@ def validate(frame: pd.DataFrame, schema: type[pa.DataFrameModel], source: str) 
         raise DataValidationError(_schema_problems(exc, source)) from None
 
 
+MAX_MASK_FRACTION = 0.99
+"""A mask covering the whole frame is an inverted or blank-white mask, not a polyp."""
+
+
 def _mask_facts(mask_path: Path) -> tuple[tuple[int, int], float, float]:
-    mask = read_gray(mask_path)
+    mask = read_mask(mask_path)
     ambiguous = float(((mask >= 64) & (mask <= 191)).mean())
     return mask.shape, float((mask > MASK_THRESHOLD_U8).mean()), ambiguous
 
 
+def _mask_problem(mask_path: Path, fraction: float, ambiguous: float, allow_empty: bool) -> str:
+    """Why a mask cannot be a polyp ground truth ("" when it can)."""
+    if ambiguous > MAX_AMBIGUOUS_MASK_FRACTION:
+        return (
+            f"{mask_path}: mask is not binary after thresholding at {MASK_THRESHOLD_U8}: "
+            f"{ambiguous:.1%} of pixels are mid-gray (64..191), at most "
+            f"{MAX_AMBIGUOUS_MASK_FRACTION:.0%} allowed"
+        )
+    if fraction == 0 and not allow_empty:
+        return (
+            f"{mask_path}: mask is empty (no pixel > {MASK_THRESHOLD_U8}); every image of this "
+            "dataset shows a polyp: fix the mask, or declare polyp-free frames (allow_empty_masks)"
+        )
+    if fraction > MAX_MASK_FRACTION:
+        return (
+            f"{mask_path}: mask covers {fraction:.1%} of the image (at most "
+            f"{MAX_MASK_FRACTION:.0%}): an inverted or blank mask; polyps are white (255) on black"
+        )
+    return ""
+
+
 def scan_samples(
-    root: str | Path, images_dir: str = "images", masks_dir: str = "masks"
+    root: str | Path,
+    images_dir: str = "images",
+    masks_dir: str = "masks",
+    allow_empty_masks: bool = False,
 ) -> pd.DataFrame:
-    """Read every image/mask pair under ``root`` and return validated per-sample facts."""
+    """Read every image/mask pair under ``root`` and return validated per-sample facts.
+
+    Args:
+        root: folder holding ``images_dir`` and ``masks_dir``.
+        allow_empty_masks: accept masks without a polyp pixel (a source of polyp-free frames).
+
+    Raises:
+        DataValidationError: every problem found, each naming its file and rule.
+    """
     root = Path(root)
     problems: list[str] = []
     folders = {"images": root / images_dir, "masks": root / masks_dir}
@@ -107,7 +143,15 @@ def scan_samples(
             problems.append(f"{folder}: {kind} folder does not exist")
     if problems:
         raise DataValidationError(problems)
-    images, masks = list_images(folders["images"]), list_images(folders["masks"])
+    listed = {}
+    for kind, folder in folders.items():
+        try:
+            listed[kind] = list_images(folder)
+        except ImageReadError as exc:
+            problems += str(exc).splitlines()
+    if problems:
+        raise DataValidationError(sorted(problems))
+    images, masks = listed["images"], listed["masks"]
     problems += [
         f"{images[n]}: image has no mask in {folders['masks']}"
         for n in images.keys() - masks.keys()
@@ -131,12 +175,9 @@ def scan_samples(
                 f"{image_hw[1]}x{image_hw[0]}"
             )
             continue
-        if ambiguous > MAX_AMBIGUOUS_MASK_FRACTION:
-            problems.append(
-                f"{mask_path}: mask is not binary after thresholding at {MASK_THRESHOLD_U8}: "
-                f"{ambiguous:.1%} of pixels are mid-gray (64..191), at most "
-                f"{MAX_AMBIGUOUS_MASK_FRACTION:.0%} allowed"
-            )
+        problem = _mask_problem(mask_path, fraction, ambiguous, allow_empty_masks)
+        if problem:
+            problems.append(problem)
             continue
         rows.append(
             {
@@ -166,10 +207,23 @@ def read_split(path: str | Path) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise DataValidationError([f"{path}: split file does not exist"])
-    frame = pd.read_csv(path, dtype=str)
+    try:
+        frame = pd.read_csv(path, dtype=str)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise DataValidationError(
+            [
+                f"{path}: not a readable name,split CSV ({exc}); write a header line and one row per sample"
+            ]
+        ) from None
     missing = {"name", "split"} - set(frame.columns)
     if missing:
         raise DataValidationError([f"{path}: missing column(s) {sorted(missing)}; need name,split"])
+    if frame.empty:
+        raise DataValidationError(
+            [
+                f"{path}: split file lists no samples (header only); add one name,split row per sample"
+            ]
+        )
     twice = frame[frame.duplicated("name", keep=False)]
     if len(twice):
         return _raise_twice(path, twice)
@@ -206,6 +260,8 @@ def build_manifest(root: str | Path, split_file: str | Path | None) -> pd.DataFr
 def write_manifest(manifest: pd.DataFrame, path: str | Path, root: str | Path) -> Path:
     """Write CSV atomically, plus a small JSON sidecar with the data root and counts."""
     validate(manifest, ManifestSchema, str(path))
+    if manifest.empty:
+        raise DataValidationError([f"{path}: refusing to write a manifest without samples"])
     path = Path(path)
     with atomic_path(path) as tmp:
         manifest.to_csv(tmp, index=False, float_format="%.6f")

@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from polypseg.data.io import read_gray, read_rgb
+from polypseg.data.io import read_mask, read_rgb
 from polypseg.evaluation.metrics import image_scores
 from polypseg.evaluation.report import MANIFEST_COLUMNS, summarize, write_report
 from polypseg.inference.predictor import OnnxPredictor
@@ -52,7 +52,7 @@ def evaluate(
     records, probabilities = [], {}
     for row in frame.itertuples(index=False):
         image = read_rgb(datamodule.root / row.image)
-        truth = binarize_mask(read_gray(datamodule.root / row.mask))
+        truth = binarize_mask(read_mask(datamodule.root / row.mask))
         probability = predictor.probabilities(preprocess(image, processing))[0]
         mask = postprocess(probability, *truth.shape, processing)
         scores = image_scores(torch.from_numpy(mask), torch.from_numpy(truth))

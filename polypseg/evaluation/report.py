@@ -15,7 +15,7 @@ import pandas as pd
 from PIL import Image
 from scipy.stats import bootstrap
 
-from polypseg.data.io import atomic_path, read_gray, read_rgb
+from polypseg.data.io import atomic_path, read_mask, read_rgb
 from polypseg.evaluation.metrics import ALL_METRICS
 from polypseg.evaluation.overlays import triptych
 from polypseg.inference.processing import Processing, binarize_mask, postprocess
@@ -95,7 +95,7 @@ def worst_gallery(
     rows = []
     for row in per_image.nsmallest(k, "dice").itertuples():
         image = read_rgb(root / row.image)
-        truth = binarize_mask(read_gray(root / row.mask))
+        truth = binarize_mask(read_mask(root / row.mask))
         pred = postprocess(probabilities[row.name], image.shape[0], image.shape[1], processing)
         strip = triptych(image, truth, pred)
         width = max(1, round(strip.shape[1] * height / strip.shape[0]))

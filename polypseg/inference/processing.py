@@ -14,7 +14,6 @@ from dataclasses import asdict, dataclass, field
 
 import cv2
 import numpy as np
-from scipy.ndimage import binary_fill_holes
 
 MASK_THRESHOLD_U8 = 127
 """JPEG masks are noisy: a ground-truth pixel is foreground when its value is > 127."""
@@ -99,8 +98,17 @@ def clean_mask(
         keep[1:] = stats[1:, cv2.CC_STAT_AREA] >= min_component * mask.size
         mask = keep[labels].astype(np.uint8)
     if fill_holes:
-        mask = binary_fill_holes(mask).astype(np.uint8)
+        mask = fill_mask_holes(mask)
     return mask
+
+
+def fill_mask_holes(mask: np.ndarray) -> np.ndarray:
+    """Background not reachable from the border (4-connected) becomes polyp, as
+    ``scipy.ndimage.binary_fill_holes`` does; OpenCV keeps scipy out of the serving runtime."""
+    padded = np.pad(mask.astype(np.uint8), 1)
+    outside = np.zeros((padded.shape[0] + 2, padded.shape[1] + 2), np.uint8)
+    cv2.floodFill(padded, outside, (0, 0), 2, flags=4)
+    return (padded[1:-1, 1:-1] != 2).astype(np.uint8)
 
 
 def postprocess(

@@ -8,21 +8,26 @@
 
 # No `from __future__ import annotations` here: LitServe reads decode_request's annotation at
 # run time, and a string "Request" would make it queue the raw, unpicklable Starlette request.
+import contextlib
 import json
 import os
 import signal
+import warnings
 from pathlib import Path
 
 import litserve as ls
 from fastapi import HTTPException, Request, Response
+from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request as StarletteRequest
 
 from polypseg.inference.predictor import OnnxPredictor
-from polypseg.serving import NOTICE, resolve_model
+from polypseg.serving import NOTICE, die_with_parent, resolve_model
 from polypseg.serving.codec import BadImage, decode_base64, decode_image, describe, png_bytes
 
 FORMATS = ("png", "json")
+# batch/unbatch are the identity and serve max_batch_size 1 and > 1 alike
+warnings.filterwarnings("ignore", message="The LitServer has both batch and unbatch")
 
 
 def _option(payload, key: str, default):
@@ -42,7 +47,8 @@ class RequestGuard:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != self.path:
             return await self.app(scope, receive, send)
-        headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
+        # HTTP header bytes are latin-1 (RFC 9110); a UTF-8 decode would 500 on a stray byte
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         kind = headers.get("content-type", "").split(";")[0].strip().lower()
         if kind not in (*self.FORMS, "application/json"):
             message = (
@@ -68,8 +74,13 @@ class RequestGuard:
         if kind == "application/json":
             try:
                 json.loads(body)
-            except ValueError:
-                return await _reply(send, 400, "request body is not valid JSON")
+            except (
+                ValueError,
+                RecursionError,
+            ):  # RecursionError: nesting deeper than Python's stack
+                return await _reply(
+                    send, 400, "request body is not valid JSON (or nested too deep)"
+                )
         else:
             try:
                 await StarletteRequest(scope, replay).form()
@@ -103,6 +114,7 @@ class PolypSegAPI(ls.LitAPI):
         self.model_path, self.threads = str(model), threads
 
     def setup(self, device) -> None:
+        die_with_parent()  # a SIGKILLed `polypseg serve` must not leave this worker behind
         self.predictor = OnnxPredictor(self.model_path, self.threads)
 
     def decode_request(self, request: Request) -> dict:
@@ -182,11 +194,22 @@ PREDICT_REQUEST_BODY = {
     "required": True,
     "content": {
         "multipart/form-data": _body_schema(
-            "file", {"type": "string", "format": "binary", "description": "JPEG/PNG/TIFF/BMP image"}
+            "file",
+            {
+                "type": "string",
+                "format": "binary",
+                "minLength": 1,
+                "description": "JPEG/PNG/TIFF/BMP image",
+            },
         ),
         "application/json": _body_schema(
             "image",
-            {"type": "string", "contentEncoding": "base64", "description": "base64 image bytes"},
+            {
+                "type": "string",
+                "contentEncoding": "base64",
+                "minLength": 1,
+                "description": "base64 image bytes",
+            },
         ),
     },
 }
@@ -196,10 +219,27 @@ PREDICT_RESPONSES = {
         "content": {"image/png": {}, "application/json": {}},
     },
     "400": {"description": "not an image, truncated, empty, or missing field"},
-    "413": {"description": "upload or image too large"},
-    "415": {"description": "unsupported content or image type"},
+    "413": {"description": "upload too large, or a frame over 4096 px a side / 8.8 MP / 3:1"},
+    "415": {"description": "unsupported content or image type (e.g. a floating-point TIFF)"},
     "422": {"description": "bad option (format, threshold)"},
 }
+
+
+def json_replies(app, paths: tuple[str, ...] = ("/", "/health")) -> None:
+    """LitServe answers ``/`` and ``/health`` with untyped text while FastAPI documents JSON:
+    wrap them so they answer ``{"status": "<text>"}`` (same status code) and the spec holds."""
+    for route in list(app.router.routes):
+        if getattr(route, "path", None) in paths and "GET" in getattr(route, "methods", ()):
+            app.router.routes.remove(route)
+            app.add_api_route(route.path, _as_json(route.endpoint), methods=["GET"])
+
+
+def _as_json(endpoint):
+    async def reply(request: Request) -> JSONResponse:
+        answer = await endpoint(request)
+        return JSONResponse({"status": answer.body.decode()}, status_code=answer.status_code)
+
+    return reply
 
 
 def document_predict(app, path: str = "/predict") -> None:
@@ -248,12 +288,21 @@ def build_server(
         timeout=30,
         middlewares=[(RequestGuard, {"max_bytes": max_upload_mb * 1024 * 1024})],
     )
+    json_replies(server.app)
     document_predict(server.app)
     return server
 
 
 def _graceful(signum, frame):
     raise KeyboardInterrupt
+
+
+def _forked_child() -> None:
+    """In LitServe's forked processes (HTTP servers, queue manager): default SIGTERM (uvicorn
+    re-raises it after its graceful stop; our handler would print a KeyboardInterrupt traceback),
+    and death with the parent."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    die_with_parent()
 
 
 def serve(
@@ -269,5 +318,7 @@ def serve(
     """Serve the ONNX model over HTTP (loopback by default; pass --host 0.0.0.0 to expose it)."""
     os.environ.setdefault("LITSERVE_DISABLE_TELEMETRY", "1")
     signal.signal(signal.SIGTERM, _graceful)  # `kill PID` shuts workers down too, like Ctrl-C
+    os.register_at_fork(after_in_child=_forked_child)
     server = build_server(model, max_batch_size, batch_timeout, workers, threads, max_upload_mb)
-    server.run(host=host, port=port, generate_client_file=False, log_level="warning")
+    with contextlib.suppress(KeyboardInterrupt):  # a clean stop (Ctrl-C, SIGTERM) is no error
+        server.run(host=host, port=port, generate_client_file=False, log_level="warning")

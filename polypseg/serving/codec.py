@@ -10,10 +10,14 @@ import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from polypseg.data.io import IMAGE_EXTENSIONS  # noqa: F401  (documented accepted types)
+from polypseg.data.io import ImageReadError, to_array
 
-MAX_PIXELS = 25_000_000
-"""Largest accepted image (25 MP): bigger uploads are refused before decoding (decompression bombs)."""
+MAX_SIDE = 4096
+"""Longest accepted side: DCI 4K, above any endoscope's frame (Kvasir-SEG's largest is 1920 px)."""
+MAX_PIXELS = 4096 * 2160
+"""Largest accepted frame (8.8 MP, DCI 4K): bounds the decode, resize and encode work per request."""
+MAX_ASPECT = 3.0
+"""Widest accepted side ratio; endoscope frames are 4:3 to 16:9, a 1 x 25,000,000 strip is an attack."""
 
 
 class BadImage(ValueError):
@@ -24,27 +28,44 @@ class BadImage(ValueError):
         self.status = status
 
 
+LIMITS = (
+    f"accepted are at most {MAX_SIDE} px a side, {MAX_PIXELS / 1e6:.1f} MP and a {MAX_ASPECT:g}:1 "
+    "aspect ratio: downscale or crop the frame"
+)
+
+
+def check_size(width: int, height: int) -> None:
+    """Refuse, from the header alone, frames no endoscope makes (before any pixel is decoded)."""
+    if min(width, height) < 1:
+        raise BadImage(f"image is {width}x{height}: it has no pixels")
+    if (
+        max(width, height) > MAX_SIDE
+        or width * height > MAX_PIXELS
+        or max(width, height) / min(width, height) > MAX_ASPECT
+    ):
+        raise BadImage(f"image is {width}x{height}; {LIMITS}", 413)
+
+
 def decode_image(data: bytes) -> np.ndarray:
-    """Bytes of a JPEG/PNG/TIFF/BMP to RGB uint8, refusing non-images, truncation and bombs."""
+    """Bytes of a JPEG/PNG/TIFF/BMP to RGB uint8 as displayed (EXIF orientation, 16-bit scaled),
+    refusing non-images, truncation, float images and frames outside :func:`check_size`."""
     if not data:
         raise BadImage("empty upload: send an image file")
     try:
         with Image.open(io.BytesIO(data)) as img:
-            if img.width * img.height > MAX_PIXELS:
-                raise BadImage(
-                    f"image is {img.width}x{img.height}; at most {MAX_PIXELS // 1_000_000} MP accepted",
-                    413,
-                )
+            check_size(img.width, img.height)
             img.load()
-            return np.asarray(img.convert("RGB"))
+            return to_array(img, "RGB", "upload")
     except BadImage:
         raise
+    except ImageReadError as exc:
+        raise BadImage(str(exc), 415) from None
     except UnidentifiedImageError:
         raise BadImage(
             "not an image format this server decodes (JPEG, PNG, TIFF, BMP)", 415
         ) from None
     except Image.DecompressionBombError as exc:
-        raise BadImage(f"image refused as a decompression bomb: {exc}", 413) from None
+        raise BadImage(f"image is a decompression bomb ({exc}); {LIMITS}", 413) from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise BadImage(f"corrupt or truncated image ({exc})") from None
 

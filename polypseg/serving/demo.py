@@ -2,18 +2,37 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import shutil
+import signal
+import tempfile
 from pathlib import Path
-
-import numpy as np
 
 from polypseg.evaluation.overlays import PRED_RGB, overlay
 from polypseg.inference.predictor import OnnxPredictor
 from polypseg.serving import NOTICE, resolve_model
+from polypseg.serving.codec import BadImage, decode_image
 
 EXAMPLES = Path(__file__).parent / "examples"
+MAX_UPLOAD = "20mb"
+"""Largest upload Gradio accepts (the API's limit); the pixel limits are the API's too."""
 CITATION = "Example images from Kvasir-SEG (Jha et al., MMM 2020), free for research and education with citation; see docs/data_card.md."
+
+
+def upload_component(gr):
+    """``gr.Image`` that hands over the uploaded file unopened: the API's decoder then reads it
+    (limits from the header, EXIF, 16-bit) and a bad file gets its reason, not a bare "Error"."""
+
+    class Upload(gr.Image):
+        def get_block_name(self) -> str:  # the browser renders it as Gradio's image component
+            return "image"
+
+        def preprocess(self, payload):
+            return None if payload is None else payload.path
+
+    return Upload
 
 
 def build_demo(model: str | None = None):
@@ -23,22 +42,29 @@ def build_demo(model: str | None = None):
     predictor = OnnxPredictor(resolve_model(model))
     default_threshold = predictor.processing.threshold
 
-    def segment(image: np.ndarray | None, threshold: float):
-        if image is None:
+    def segment(path: str | None, threshold: float):
+        if path is None:
             raise gr.Error("Upload an image or pick an example first.")
-        prediction = predictor.predict(image[..., :3].astype(np.uint8), threshold)
+        try:
+            image = decode_image(Path(path).read_bytes())
+        except BadImage as exc:
+            raise gr.Error(f"{Path(path).name}: {exc}") from None
+        prediction = predictor.predict(image, threshold)
         area = float(prediction.mask.mean())
         return (
-            overlay(image[..., :3], prediction.mask, PRED_RGB),
+            overlay(image, prediction.mask, PRED_RGB),
             prediction.mask * 255,
             f"Polyp area: {area:.1%} of the image ({int(prediction.mask.sum())} px) at threshold {threshold:.2f}",
         )
 
-    with gr.Blocks(title="polypseg demo", analytics_enabled=False) as page:
+    # uploads older than 10 minutes are deleted every 10 minutes; the folder goes when the demo stops
+    with gr.Blocks(title="polypseg demo", analytics_enabled=False, delete_cache=(600, 600)) as page:
         gr.Markdown(f"# polypseg: colorectal polyp segmentation\n**⚠️ {NOTICE}**")
         with gr.Row():
             with gr.Column():
-                image = gr.Image(label="Colonoscopy image", type="numpy", elem_id="input-image")
+                image = upload_component(gr)(
+                    label="Colonoscopy image", type="filepath", elem_id="input-image"
+                )
                 threshold = gr.Slider(
                     0.05, 0.95, value=default_threshold, step=0.05, label="Mask threshold"
                 )
@@ -69,6 +95,28 @@ def build_demo(model: str | None = None):
     return page
 
 
+def private_upload_dir() -> Path:
+    """A fresh folder for Gradio's uploads (``GRADIO_TEMP_DIR``), removed when the process exits."""
+    folder = Path(tempfile.mkdtemp(prefix="polypseg-demo-"))
+    os.environ["GRADIO_TEMP_DIR"] = str(folder)
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return folder
+
+
+def _stop(signum, frame):
+    raise KeyboardInterrupt
+
+
 def demo(model: str | None = None, host: str = "127.0.0.1", port: int = 7860) -> None:
-    """Serve the demo page (loopback by default, no share link, no analytics)."""
-    build_demo(model).launch(server_name=host, server_port=port, share=False)
+    """Serve the demo page (loopback by default, no share link, no analytics); uploads are capped
+    at 20 MB and the API's pixel limits and live in a private folder deleted on exit."""
+    folder = private_upload_dir()
+    signal.signal(signal.SIGTERM, _stop)  # `kill PID` cleans up like Ctrl-C
+    try:
+        build_demo(model).launch(
+            server_name=host, server_port=port, share=False, max_file_size=MAX_UPLOAD
+        )
+    except KeyboardInterrupt:
+        pass
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)

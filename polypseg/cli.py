@@ -4,10 +4,15 @@
 ``data``, ``export``, ``evaluate``, ``compare``, ``infer``, ``tune-threshold``, ``ensemble``, ``serve`` and
 ``demo`` are plain functions exposed with jsonargparse, each living in the package folder of its step.
 Heavy imports happen inside the branch that needs them, so ``polypseg serve`` starts without loading Lightning.
+
+Expected failures (bad data, a bad option, a refused checkpoint) print one short message naming the
+file or option, the rule and the fix, and exit with status 2; ``--debug`` (or ``POLYPSEG_DEBUG=1``)
+shows the traceback instead.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 
@@ -30,11 +35,16 @@ USAGE = """usage: polypseg COMMAND [options]
 Each command takes --help."""
 
 
+DEBUG_ENV = "POLYPSEG_DEBUG"
+SCORING_COMMANDS = ("validate", "test", "predict")
+
+
 def lightning_main(args: list[str] | None = None):
     """LightningCLI over PolypSegModule and KvasirSegDataModule."""
     from lightning.pytorch.cli import LightningCLI
 
     from polypseg.callbacks.config_logging import SaveConfigToMLflow
+    from polypseg.callbacks.resume import continue_mlflow_run
     from polypseg.data.datamodule import KvasirSegDataModule
     from polypseg.models.module import PolypSegModule
 
@@ -42,12 +52,22 @@ def lightning_main(args: list[str] | None = None):
         def add_arguments_to_parser(self, parser) -> None:
             parser.link_arguments("data.image_size", "model.image_size")
 
+        def before_instantiate_classes(self) -> None:
+            config = self.config[self.subcommand]
+            if self.subcommand in SCORING_COMMANDS and not config.get("ckpt_path"):
+                raise ValueError(
+                    "no --ckpt_path, so it would score an untrained network; pass --ckpt_path CHECKPOINT (e.g. checkpoints/unet/last.ckpt)"
+                )
+            if self.subcommand == "fit" and config.get("ckpt_path"):
+                continue_mlflow_run(config)
+
     return PolypSegCLI(
         PolypSegModule,
         KvasirSegDataModule,
         save_config_callback=SaveConfigToMLflow,
         save_config_kwargs={"overwrite": True},
         auto_configure_optimizers=False,
+        parser_kwargs={"exit_on_error": False},
         args=args,
     )
 
@@ -95,16 +115,37 @@ def _light_commands(name: str) -> dict:
     return tool_commands()
 
 
-def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
+def expected_errors() -> tuple[type[BaseException], ...]:
+    """Failures a user causes and can fix: reported in one line, without a traceback."""
+    return (ValueError, FileNotFoundError, argparse.ArgumentError)
+
+
+def run(argv: list[str]) -> None:
     if argv and argv[0] in LIGHTNING_COMMANDS:
-        lightning_main(None if argv == sys.argv[1:] else argv)
+        lightning_main(None if argv == sys.argv[1:] else argv)  # LightningCLI warns on both
     elif not argv or argv[0] in {"-h", "--help"}:
         print(USAGE)
     else:
         from jsonargparse import auto_cli
 
-        auto_cli(_light_commands(argv[0]), args=argv, as_positional=False)
+        auto_cli(_light_commands(argv[0]), args=argv, as_positional=False, exit_on_error=False)
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get(DEBUG_ENV) == "1"
+    argv = [a for a in argv if a != "--debug"]
+    try:
+        run(argv)
+    except expected_errors() as exc:
+        if debug:
+            raise
+        command = " ".join(argv[:2] if argv[:1] == ["data"] else argv[:1])
+        print(f"polypseg {command}: error: {exc}", file=sys.stderr)
+        print(
+            f"(`polypseg {command} --help` for options; --debug for the traceback)", file=sys.stderr
+        )
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ PRANET_SPLIT = REPO / "data" / "splits" / "kvasir_pranet_900_100.csv"  # the shi
 
 os.environ.setdefault("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db")
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+os.environ.setdefault("POLYPSEG_DEBUG", "1")  # in-process tests see the exceptions themselves
 
 
 def pytest_configure(config):

@@ -313,6 +313,7 @@ def test_bad_split_file_error_names_file(tmp_path, tiny_root, monkeypatch):
             "--config",
             SMOKE,
             f"--data.split_file={bad}",
+            "--ckpt_path=checkpoints/smoke/last.ckpt",
         )
 
 
@@ -493,3 +494,89 @@ def test_deep_supervision_overlay_trains_and_ships_a_plain_model(tmp_path, tiny_
     assert module(torch.rand(1, 3, 64, 64)).shape == (1, 1, 64, 64)  # eval: final logits only
     graph = onnx.load("checkpoints/smoke/model.onnx")
     assert [o.name for o in graph.graph.output] == ["probability"]
+
+
+# --- trust: no code from checkpoints, no wrong model silently, short messages -------------------
+
+
+class Payload:
+    """Unpickling this runs a shell command (what a malicious checkpoint does)."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return os.system, (f"touch {self.marker}",)
+
+
+@pytest.fixture
+def evil_ckpt(run_dir, tmp_path):
+    import torch
+
+    marker = tmp_path / "pwned"
+    checkpoint = torch.load(run_dir / "checkpoints" / "smoke" / "last.ckpt", weights_only=True)
+    checkpoint["hyper_parameters"]["payload"] = Payload(marker)
+    path = tmp_path / "evil.ckpt"
+    torch.save(checkpoint, path)
+    return path, marker
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["tune-threshold", "--ckpt={evil}", "--out={tmp}/o.ckpt"],
+        ["tune-threshold", "--ckpt={good}", "--settings_from={evil}", "--out={tmp}/o.ckpt"],
+        ["ensemble", "--ckpt=[{good},{evil}]", "--out={tmp}/e.ckpt"],
+        ["export", "--ckpt={evil}", "--out={tmp}/m.onnx"],
+        ["test", "--config", SMOKE, "--ckpt_path={evil}", "--data.split_file={split}"],
+        ["fit", "--config", SMOKE, "--ckpt_path={evil}", "--data.split_file={split}"],
+    ],
+)
+def test_every_checkpoint_command_refuses_a_payload(
+    run_dir, tiny_root, monkeypatch, evil_ckpt, tmp_path, command
+):
+    evil, marker = evil_ckpt
+    good = run_dir / "checkpoints" / "smoke" / "last.ckpt"
+    split = tiny_root / "split.csv"
+    args = [a.format(evil=evil, good=good, tmp=tmp_path, split=split) for a in command]
+    with pytest.raises(Exception, match=r"Weights only load failed|refused"):
+        cli(run_dir, tiny_root, monkeypatch, *args)
+    assert not marker.exists(), "the checkpoint's payload ran"
+
+
+def test_test_without_checkpoint_is_refused(run_dir, tiny_root, monkeypatch):
+    with pytest.raises(ValueError, match="no --ckpt_path, so it would score an untrained"):
+        cli(run_dir, tiny_root, monkeypatch, "test", "--config", SMOKE)
+
+
+def test_checkpoint_of_another_size_is_refused(run_dir, tiny_root, monkeypatch):
+    with pytest.raises(ValueError, match="image_size: checkpoint 64, config 256"):
+        smoke_test(run_dir, tiny_root, monkeypatch, "--data.image_size=256")
+
+
+def test_expected_errors_are_one_message_without_traceback(tmp_path):
+    env = {k: v for k, v in __import__("os").environ.items() if k != "POLYPSEG_DEBUG"}
+    polypseg = str(REPO / ".venv" / "bin" / "polypseg")
+    for args, words in [
+        (["data", "prepare", f"--root={tmp_path}", f"--out={tmp_path}/m.csv"], "images folder"),
+        (["fit", "--config", SMOKE, "--data.image_size=0"], "data.image_size must be"),
+        (["fit", "--config", SMOKE, "--data.batch_size=-1"], "data.batch_size must be"),
+        (["fit", "--config", SMOKE, "--data.bogus=1"], "unrecognized arguments"),
+    ]:
+        result = subprocess.run(
+            [polypseg, *args], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300
+        )
+        assert result.returncode == 2, result.stderr[-2000:]
+        assert words in result.stderr and "Traceback" not in result.stderr, result.stderr
+        assert len(result.stderr.strip().splitlines()) <= 12, result.stderr
+    debug = subprocess.run(
+        [polypseg, "fit", "--config", SMOKE, "--data.image_size=0", "--debug"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert "Traceback" in debug.stderr

@@ -147,3 +147,94 @@ def test_manifest_write_is_atomic_and_round_trips(tiny_root, tmp_path):
         write_manifest(broken, path, tiny_root)
     assert read_manifest(path).split.isin(["train", "val", "test"]).all()  # good file untouched
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+# --- the corruptions that used to pass (exit 0) --------------------------------------------------
+
+
+def test_sixteen_bit_image_is_scaled_not_clipped(fresh_copy):
+    from polypseg.data.io import read_rgb
+
+    image = first(fresh_copy)
+    gray = np.asarray(Image.open(image).convert("L"))
+    target = image.with_suffix(".png")
+    Image.fromarray(gray.astype(np.uint16) * 257).save(target)
+    image.unlink()
+    assert Image.open(target).mode.startswith("I")
+    decoded = read_rgb(target)
+    assert decoded.dtype == np.uint8 and np.array_equal(decoded[..., 0], gray)
+    assert (decoded == 255).mean() < 0.05  # clipping made 92 % of pixels white
+    assert len(scan_samples(fresh_copy)) == 12
+
+
+def test_zero_one_masks_are_recognised(fresh_copy):
+    mask = first(fresh_copy, "masks")
+    binary = (np.asarray(Image.open(mask).convert("L")) > 127).astype(np.uint8)
+    Image.fromarray(binary).save(mask.with_suffix(".png"))  # a 0/1 label image, lossless
+    mask.unlink()
+    row = scan_samples(fresh_copy).set_index("name").loc[mask.stem]
+    assert row.mask_fraction == pytest.approx(binary.mean(), abs=1e-6)
+
+
+@pytest.mark.parametrize(("value", "words"), [(0, "mask is empty"), (255, "covers 100.0%")])
+def test_empty_and_full_masks_are_refused(fresh_copy, value, words):
+    mask = first(fresh_copy, "masks")
+    size = Image.open(mask).size
+    Image.new("L", size, value).save(mask.with_suffix(".png"))
+    mask.unlink()
+    message = problems_of(lambda: scan_samples(fresh_copy))
+    assert str(mask.with_suffix(".png")) in message and words in message
+
+
+def test_empty_masks_pass_where_a_source_declares_them(fresh_copy):
+    mask = first(fresh_copy, "masks")
+    Image.new("L", Image.open(mask).size, 0).save(mask.with_suffix(".png"))
+    mask.unlink()
+    frame = scan_samples(fresh_copy, allow_empty_masks=True)
+    assert frame.set_index("name").loc[mask.stem].mask_fraction == 0
+
+
+def test_exif_rotated_image_is_aligned_with_its_mask(fresh_copy):
+    from polypseg.data.io import read_mask, read_rgb
+
+    image = first(fresh_copy)
+    upright = np.asarray(Image.open(image).convert("RGB"))
+    side = min(upright.shape[:2])
+    square, mask_path = upright[:side, :side], fresh_copy / "masks" / image.name
+    image.unlink()
+    image = image.with_suffix(".png")  # lossless, so pixels compare exactly
+    mask = np.asarray(Image.open(mask_path).convert("L"))[:side, :side]
+    Image.fromarray(mask).save(mask_path.with_suffix(".png"))
+    mask_path.unlink()
+    exif = Image.Exif()
+    exif[0x0112] = 6  # displayed rotated 90° clockwise: stored pixels are rotated back
+    Image.fromarray(np.ascontiguousarray(np.rot90(square))).save(image, exif=exif)
+    assert np.array_equal(read_rgb(image), square)  # same pixels as displayed
+    assert read_mask(mask_path.with_suffix(".png")).shape == square.shape[:2]
+    assert len(scan_samples(fresh_copy)) == 12
+
+
+def test_same_name_under_two_extensions_is_refused(fresh_copy):
+    image = first(fresh_copy)
+    Image.open(image).save(image.with_suffix(".png"))
+    message = problems_of(lambda: scan_samples(fresh_copy))
+    assert str(image.with_suffix(".png")) in message and "one would hide the other" in message
+
+
+def test_header_only_split_refused_and_good_manifest_kept(fresh_copy, tmp_path):
+    from polypseg.data.commands import prepare
+
+    out = tmp_path / "manifest.csv"
+    prepare(root=str(fresh_copy), split_file=str(fresh_copy / "split.csv"), out=str(out))
+    good = out.read_bytes()
+    empty = tmp_path / "empty.csv"
+    empty.write_text("name,split\n")
+    message = problems_of(lambda: prepare(str(fresh_copy), str(empty), str(out)))
+    assert f"{empty}: split file lists no samples" in message
+    assert out.read_bytes() == good
+
+
+def test_zero_byte_split_names_the_file(tmp_path):
+    empty = tmp_path / "zero.csv"
+    empty.write_bytes(b"")
+    assert f"{empty}: not a readable name,split CSV" in problems_of(lambda: read_split(empty))

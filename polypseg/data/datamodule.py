@@ -16,6 +16,7 @@ from polypseg.data.augment import compose, default_train_transforms
 from polypseg.data.dataset import SegmentationDataset, collate, load_resized
 from polypseg.data.manifest import SPLITS, build_manifest
 from polypseg.data.multiscale import rescale_batch
+from polypseg.data.sampling import SeededShuffle, step_choice
 from polypseg.data.splits import carve_validation
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,20 @@ class KvasirSegDataModule(L.LightningDataModule):
         seed: int = 42,
     ):
         super().__init__()
+        for option, value, low in (
+            ("image_size", image_size, 32),
+            ("batch_size", batch_size, 1),
+            ("eval_batch_size", eval_batch_size, 1),
+            ("num_workers", num_workers, 0),
+        ):
+            if not isinstance(value, int) or value < low:
+                raise ValueError(f"data.{option} must be an integer >= {low}, got {value!r}")
+        if image_size % 32:
+            raise ValueError(
+                f"data.image_size must be a multiple of 32 (the encoder's stride), got {image_size}"
+            )
+        if not 0 <= val_fraction < 1:
+            raise ValueError(f"data.val_fraction must be in [0, 1), got {val_fraction}")
         self.save_hyperparameters(ignore=["train_transforms"])
         self.root = resolve_data_root(data_root)
         self.split_file, self.image_size = split_file, image_size
@@ -82,8 +97,9 @@ class KvasirSegDataModule(L.LightningDataModule):
             default_train_transforms() if train_transforms is None else train_transforms
         )
         if not train_scales or any(s <= 0 for s in train_scales):
-            raise ValueError(f"train_scales must be positive factors, got {train_scales}")
+            raise ValueError(f"data.train_scales must be positive factors, got {train_scales}")
         self.train_scales = tuple(float(s) for s in train_scales)
+        self.train_seed = seed
         self.manifest: pd.DataFrame | None = None
         self.datasets: dict[str, SegmentationDataset] = {}
 
@@ -118,10 +134,12 @@ class KvasirSegDataModule(L.LightningDataModule):
         dataset = self.datasets[split]
         if len(dataset) == 0:
             raise ValueError(f"{self.split_file}: split '{split}' has no samples")
+        if train:  # the run's seed (seed_everything) fixes order and augmentation per epoch
+            self.train_seed = torch.initial_seed()
         return DataLoader(
             dataset,
             batch_size=self.batch_size if train else self.eval_batch_size,
-            shuffle=train,
+            sampler=SeededShuffle(len(dataset), self.train_seed) if train else None,
             drop_last=train and len(dataset) > self.batch_size,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
@@ -132,7 +150,8 @@ class KvasirSegDataModule(L.LightningDataModule):
         """Multi-scale training: one scale per training batch (Lightning's batch-level hook)."""
         trainer = self.trainer
         if len(self.train_scales) > 1 and trainer is not None and trainer.training:
-            scale = self.train_scales[int(torch.randint(len(self.train_scales), (1,)))]
+            choice = step_choice(len(self.train_scales), self.train_seed, trainer.global_step)
+            scale = self.train_scales[choice]
             batch["image"], batch["mask"] = rescale_batch(batch["image"], batch["mask"], scale)
         return batch
 

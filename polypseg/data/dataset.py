@@ -24,7 +24,7 @@ from polypseg.data.io import atomic_path, read_mask, read_rgb
 from polypseg.inference.processing import binarize_mask, resize_image, resize_mask, to_network_input
 
 log = logging.getLogger(__name__)
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: EXIF orientation applied, 16-bit scaled, 0/1 masks
 
 
 @dataclass
@@ -92,10 +92,15 @@ class SegmentationDataset(Dataset):
     def __len__(self) -> int:
         return len(self.frame)
 
-    def __getitem__(self, index: int) -> dict:
+    def __getitem__(self, key: int | tuple[int, int]) -> dict:
+        """``key``: an index, or ``(index, seed)`` from :class:`~polypseg.data.sampling.SeededShuffle`,
+        whose seed fixes this sample's augmentation."""
+        index, seed = key if isinstance(key, tuple) else (key, None)
         row = self.rows[index]
         image, mask = np.array(self.samples.images[row]), np.array(self.samples.masks[row])
         if self.transform is not None:
+            if seed is not None:
+                self.transform.set_random_seed(seed)
             out = self.transform(image=image, mask=mask)
             image, mask = out["image"], out["mask"]
         item = {

@@ -11,6 +11,7 @@ import torch
 from polypseg.data.io import atomic_path
 from polypseg.evaluation.metrics import overlap_scores
 from polypseg.inference.processing import clean_mask
+from polypseg.models.checkpoints import load_checkpoint
 
 
 def val_probabilities(module, datamodule, batch: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
@@ -49,7 +50,7 @@ SETTINGS = ("threshold", "min_component", "fill_holes")
 
 def write_settings(ckpt: str, out: Path, values: dict) -> None:
     """Copy ``ckpt`` to ``out`` (atomically) with ``values`` as buffers and hyper-parameters."""
-    checkpoint = torch.load(ckpt, map_location="cpu", weights_only=False)
+    checkpoint = load_checkpoint(ckpt)
     for key, value in values.items():
         checkpoint["state_dict"][key] = torch.tensor(value)
         checkpoint["hyper_parameters"][key] = value
@@ -68,7 +69,7 @@ def read_settings(path: str) -> dict:
             "its processing metadata",
         )
     else:
-        source = torch.load(path, map_location="cpu", weights_only=False)["hyper_parameters"]
+        source = load_checkpoint(path).get("hyper_parameters", {})
         where = "hyper_parameters"
     missing = [k for k in SETTINGS if k not in source]
     if missing:

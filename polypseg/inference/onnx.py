@@ -302,10 +302,10 @@ def store_fp16(
 
 def load_module(checkpoint: str | Path):
     """A PolypSegModule from a checkpoint written by ``polypseg fit`` (network config included)."""
+    from polypseg.models.checkpoints import load_checkpoint
     from polypseg.models.module import PolypSegModule
 
-    if not Path(checkpoint).is_file():
-        raise FileNotFoundError(f"{checkpoint}: no such checkpoint")
+    load_checkpoint(checkpoint)  # refuses a missing or code-carrying file with a clear message
     return PolypSegModule.load_from_checkpoint(checkpoint, map_location="cpu").eval()
 
 
@@ -314,12 +314,9 @@ def datamodule_from_checkpoint(
 ):
     """The checkpoint's own data configuration (resized-sample cache included), optionally re-rooted."""
     from polypseg.data.datamodule import KvasirSegDataModule
+    from polypseg.models.checkpoints import load_checkpoint
 
-    hparams = dict(
-        torch.load(checkpoint, map_location="cpu", weights_only=False).get(
-            "datamodule_hyper_parameters", {}
-        )
-    )
+    hparams = dict(load_checkpoint(checkpoint).get("datamodule_hyper_parameters", {}))
     hparams = {k: v for k, v in hparams.items() if not k.startswith("_")}
     if data_root:
         hparams["data_root"] = data_root

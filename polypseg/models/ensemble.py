@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from polypseg.data.io import atomic_path
+from polypseg.models.checkpoints import load_checkpoint
 
 ENSEMBLE_CLASS = f"{__name__}.Ensemble"
 SHARED_HPARAMS = ("mean", "std")
@@ -39,9 +40,7 @@ class Ensemble(nn.Module):
 
 
 def _member(path: Path) -> dict:
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such checkpoint")
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    checkpoint = load_checkpoint(path)
     hparams = checkpoint.get("hyper_parameters", {})
     if not isinstance(hparams.get("network"), dict):
         raise ValueError(

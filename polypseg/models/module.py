@@ -26,6 +26,42 @@ def _from_cli_config() -> bool:
     return _given_hyperparameters.get() is not None
 
 
+NETWORK_IGNORED = ("encoder_weights",)
+"""Network settings a checkpoint may differ in: its weights replace the initial ones anyway."""
+
+
+def _network_config(network) -> dict | None:
+    if not isinstance(network, dict):
+        return None
+    args = {k: v for k, v in network.get("init_args", {}).items() if k not in NETWORK_IGNORED}
+    return {"class_path": network.get("class_path"), **args}
+
+
+def check_compatible(saved: dict, current) -> None:
+    """Raise naming both values when the checkpoint's image size or network config differs."""
+    problems = []
+    if (
+        "image_size" in saved
+        and "image_size" in current
+        and (int(saved["image_size"]) != int(current["image_size"]))
+    ):
+        problems.append(
+            f"image_size: checkpoint {saved['image_size']}, config {current['image_size']}"
+        )
+    ours, theirs = _network_config(current.get("network")), _network_config(saved.get("network"))
+    if ours and theirs and ours != theirs:
+        keys = sorted(k for k in ours.keys() | theirs.keys() if ours.get(k) != theirs.get(k))
+        problems += [
+            f"network.{k}: checkpoint {theirs.get(k)!r}, config {ours.get(k)!r}" for k in keys
+        ]
+    if problems:
+        raise ValueError(
+            "the checkpoint was trained with other settings than this config: "
+            + "; ".join(problems)
+            + ". Use the config it was trained with (or pass the checkpoint's values)"
+        )
+
+
 class InferenceNetwork(nn.Module):
     """What gets exported: RGB in [0, 1] (N,3,S,S) -> polyp probability (N,1,S,S)."""
 
@@ -220,10 +256,19 @@ class PolypSegModule(L.LightningModule):
         return {"index": batch["index"].cpu(), "probability": prob.float().cpu()}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        """Checkpoints from before a post-processing buffer existed load with its default."""
+        """Refuse a checkpoint trained for another input size or network than this config builds
+        (a 64 px model scored at 256 px loads without error and scores nonsense); checkpoints from
+        before a post-processing buffer existed load with its default."""
+        check_compatible(checkpoint.get("hyper_parameters", {}), self.hparams)
         state = checkpoint["state_dict"]
         for name in ("threshold", "min_component", "fill_holes"):
             state.setdefault(name, getattr(self, name))
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Record the MLflow run, so `--ckpt_path` resumes log into the same run."""
+        run_id = getattr(self.logger, "run_id", None) if self._trainer is not None else None
+        if run_id:
+            checkpoint["mlflow_run_id"] = run_id
 
     # --- optimisation --------------------------------------------------------------------
     def parameter_groups(self) -> list[dict]:

@@ -21,18 +21,11 @@ MAX_UPLOAD = "20mb"
 CITATION = "Example images from Kvasir-SEG (Jha et al., MMM 2020), free for research and education with citation; see docs/data_card.md."
 
 
-def upload_component(gr):
-    """``gr.Image`` that hands over the uploaded file unopened: the API's decoder then reads it
-    (limits from the header, EXIF, 16-bit) and a bad file gets its reason, not a bare "Error"."""
-
-    class Upload(gr.Image):
-        def get_block_name(self) -> str:  # the browser renders it as Gradio's image component
-            return "image"
-
-        def preprocess(self, payload):
-            return None if payload is None else payload.path
-
-    return Upload
+def unopened_path(payload) -> str | None:
+    """Replaces ``gr.Image.preprocess``: hand over the uploaded file unopened, so the API's decoder
+    reads it (limits from the header, EXIF, 16-bit) and a bad file gets its reason, not a bare
+    "Error". (Assigned to the instance: a subclass would make Gradio write a .pyi stub here.)"""
+    return None if payload is None else payload.path
 
 
 def build_demo(model: str | None = None):
@@ -62,9 +55,8 @@ def build_demo(model: str | None = None):
         gr.Markdown(f"# polypseg: colorectal polyp segmentation\n**⚠️ {NOTICE}**")
         with gr.Row():
             with gr.Column():
-                image = upload_component(gr)(
-                    label="Colonoscopy image", type="filepath", elem_id="input-image"
-                )
+                image = gr.Image(label="Colonoscopy image", type="filepath", elem_id="input-image")
+                image.preprocess = unopened_path
                 threshold = gr.Slider(
                     0.05, 0.95, value=default_threshold, step=0.05, label="Mask threshold"
                 )

@@ -27,6 +27,7 @@ USAGE = """usage: polypseg COMMAND [options]
   data download | import | prepare | split    get and validate Kvasir-SEG, make splits
   export           checkpoint -> ONNX (+ int8 or float16 weights), parity-checked
   evaluate         ONNX model (fp32, fp16 weights, int8) on a split -> the test report (mDice with 95 % CI, ...)
+  benchmark        ONNX model or any method's maps on several test sets -> the papers' metrics (meanDic, ...)
   compare          two reports of the same images -> paired difference with its 95 % CI
   infer            ONNX model over a folder of images -> masks at original resolution
   tune-threshold   pick the mask threshold on the validation split, store it in a checkpoint
@@ -75,6 +76,7 @@ def lightning_main(args: list[str] | None = None):
 def tool_commands() -> dict:
     """Name -> function of the non-Lightning subcommands (imported only when one is run)."""
     from polypseg.data import commands as data
+    from polypseg.evaluation.benchmark import benchmark
     from polypseg.evaluation.compare import compare
     from polypseg.evaluation.evaluate import evaluate
     from polypseg.evaluation.threshold import tune_threshold
@@ -93,6 +95,7 @@ def tool_commands() -> dict:
         },
         "export": export_checkpoint,
         "evaluate": evaluate,
+        "benchmark": benchmark,
         "compare": compare,
         "infer": infer,
         "tune-threshold": tune_threshold,

@@ -1,0 +1,269 @@
+"""``polypseg benchmark``: one model (ONNX, optional TTA) or a folder of any method's 8-bit maps,
+scored on several test sets in the papers' metrics, with 95 % bootstrap intervals.
+
+Test sets come from YAML (``--config configs/benchmark/pranet.yaml`` fills the ``test_sets``
+argument), each with its own root, split file and mask rule; roots are relative to ``--data_dir``
+(default ``$POLYPSEG_DATA_DIR`` or ``data``).
+A set of polyp-free frames (``negatives: true``) reports the share of frames with any predicted
+polyp pixel instead (after the model's threshold and clean-up; maps: ``map >= 128``).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import yaml
+from PIL import Image
+
+from polypseg.data.io import atomic_path, list_images, read_mask, read_rgb
+from polypseg.evaluation.papers import PAPER_METRICS, PaperScores, paper_map
+from polypseg.inference.processing import binarize_mask, postprocess, preprocess
+
+DATA_DIR_ENV = "POLYPSEG_DATA_DIR"
+
+
+@dataclass
+class TestSet:
+    """One test set.
+
+    Args:
+        key: short name; the maps of a method live in ``<maps>/<key>/``.
+        name: what the table calls it.
+        root: folder with ``images/`` and ``masks/`` (relative to the data dir).
+        split_file: ``name,split`` CSV; ``None`` scores every image.
+        split: which part of the split file.
+        negatives: polyp-free frames (empty masks): report the share with a predicted polyp.
+    """
+
+    key: str
+    name: str
+    root: str
+    split_file: str | None = None
+    split: str = "test"
+    negatives: bool = False
+
+
+def read_test_sets(config: str | Path) -> list[TestSet]:
+    """The ``test_sets`` list of a benchmark YAML, each entry checked."""
+    entries = (yaml.safe_load(Path(config).read_text()) or {}).get("test_sets")
+    if not entries:
+        raise ValueError(f"{config}: no test_sets list; see configs/benchmark/pranet.yaml")
+    sets = []
+    for i, entry in enumerate(entries):
+        try:
+            sets.append(TestSet(**entry))
+        except TypeError as exc:
+            raise ValueError(f"{config}: test_sets[{i}]: {exc}") from None
+    return sets
+
+
+def samples(test_set: TestSet, data_dir: Path) -> list[tuple[str, Path, Path]]:
+    """``(name, image, mask)`` of the set, in name order; missing files named."""
+    root = data_dir / test_set.root
+    if not (root / "images").is_dir():
+        raise FileNotFoundError(f"{root}: no images/ folder for test set '{test_set.key}'")
+    images, masks = list_images(root / "images"), list_images(root / "masks")
+    names = sorted(images)
+    if test_set.split_file:
+        with open(test_set.split_file) as fh:
+            names = sorted(r["name"] for r in csv.DictReader(fh) if r["split"] == test_set.split)
+    missing = [n for n in names if n not in images or n not in masks]
+    if missing:
+        raise FileNotFoundError(
+            f"{root}: {len(missing)} image/mask pair(s) of {test_set.split_file or 'the folder'} "
+            f"missing, e.g. {missing[:3]}"
+        )
+    return [(n, images[n], masks[n]) for n in names]
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text)
+
+
+class MapSource:
+    """Maps (and the model's masks) for one image: from an ONNX model or a folder of PNGs."""
+
+    def __init__(self, model: str | None, maps: str | None, tta=False):
+        if (model is None) == (maps is None):
+            raise ValueError("give exactly one of --model (ONNX file) or --maps (folder of maps)")
+        self.maps = Path(maps) if maps else None
+        self.predictor = None
+        if model:
+            from polypseg.inference.predictor import OnnxPredictor
+
+            self.predictor = OnnxPredictor(model, tta=tta)
+
+    def __call__(self, key: str, name: str, image_path: Path, shape: tuple[int, int]):
+        """``(paper map uint8, binary mask)`` at ``shape``."""
+        h, w = shape
+        if self.predictor is None:
+            path = self.maps / key / f"{name}.png"
+            if not path.is_file():
+                raise FileNotFoundError(f"{path}: no map for '{name}' (maps are named like masks)")
+            found = np.asarray(Image.open(path).convert("L"))
+            if found.shape != (h, w):  # main.m: imresize to the mask's size
+                found = np.asarray(Image.fromarray(found).resize((w, h), Image.BILINEAR))
+            return found, (found >= 128).astype(np.uint8)
+        image = read_rgb(image_path)
+        if image.shape[:2] != (h, w):
+            raise ValueError(f"{image_path}: image {image.shape[:2]} and mask {shape} differ")
+        processing = self.predictor.processing
+        prob = self.predictor.probabilities(preprocess(image, processing))[0]
+        return paper_map(prob, h, w), postprocess(prob, h, w, processing)
+
+
+def score_set(test_set: TestSet, data_dir: Path, source: MapSource, out: Path) -> dict:
+    """Score one set; writes its maps (model only) and per-image CSV under ``out``."""
+    from rich.progress import track
+
+    papers, rows = PaperScores(), []
+    for name, image_path, mask_path in track(
+        samples(test_set, data_dir), description=f"{test_set.key:>20}"
+    ):
+        truth = binarize_mask(read_mask(mask_path)).astype(bool)
+        the_map, mask = source(test_set.key, name, image_path, truth.shape)
+        if source.predictor is not None:
+            with atomic_path(out / "maps" / f"{name}.png") as tmp:
+                Image.fromarray(the_map).save(tmp, format="PNG")
+        row = {"name": name, "predicted_polyp": bool(mask.any())}
+        if not test_set.negatives:
+            both = np.logical_and(mask, truth).sum()
+            row["dice"] = float(2 * both / (mask.sum() + truth.sum())) if truth.any() else 0.0
+            row.update(papers.add(the_map, truth))
+        rows.append(row)
+    with atomic_path(out / "per_image.csv") as tmp, open(tmp, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    if test_set.negatives:
+        share = np.array([r["predicted_polyp"] for r in rows], dtype=float)
+        return {"images": len(rows), "frames_with_polyp": int(share.sum()), "share": share.mean()}
+    return {"images": len(rows), **interval_table(papers, rows)}
+
+
+def interval_table(papers: PaperScores, rows: list[dict], draws: int = 1000) -> dict:
+    """Each metric with its 95 % percentile bootstrap interval (images resampled, seed 0)."""
+    point = {**papers.results(), "dice": float(np.mean([r["dice"] for r in rows]))}
+    rng = np.random.default_rng(0)
+    samples_ = []
+    for _ in range(draws):
+        pick = rng.integers(0, len(rows), len(rows))
+        samples_.append(
+            {**papers.results(pick), "dice": float(np.mean([rows[i]["dice"] for i in pick]))}
+        )
+    return {
+        k: {
+            "value": v,
+            "ci95": [float(np.percentile([s[k] for s in samples_], q)) for q in (2.5, 97.5)],
+        }
+        for k, v in point.items()
+    }
+
+
+def markdown(results: dict, label: str) -> str:
+    """The table: papers' metrics, then polypseg's thresholded per-image Dice."""
+    head = ["test set", "images", *PAPER_METRICS, "dice (ours, thresholded)"]
+    lines = [
+        f"Scored: {label}. meanDic … MAE are the papers' metrics (PraNet's main.m, via "
+        "pysodmetrics); 'dice' is polypseg's Dice of the thresholded mask per image.",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+    ]
+    for r in results.values():
+        if "share" in r:
+            cell = f"{r['frames_with_polyp']} of {r['images']} frames with a predicted polyp"
+            lines.append(f"| {r['name']} | {r['images']} | {cell} |" + " |" * len(PAPER_METRICS))
+            continue
+        cells = [
+            f"{r[m]['value']:.3f} [{r[m]['ci95'][0]:.3f}, {r[m]['ci95'][1]:.3f}]"
+            if m in ("meanDic", "dice")
+            else f"{r[m]['value']:.3f}"
+            for m in (*PAPER_METRICS, "dice")
+        ]
+        if "dice" in r and r.get("from_maps"):
+            cells[-1] = "n/a"  # a map has no threshold of its own
+        lines.append(f"| {r['name']} | {r['images']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def benchmark(
+    test_sets: list[TestSet] | None = None,
+    model: str | None = None,
+    maps: str | None = None,
+    tta: str | bool = False,
+    data_dir: str | None = None,
+    output: str = "reports/benchmark",
+    mlflow_log: bool = False,
+) -> dict:
+    """Score ``model`` (ONNX) or ``maps`` (``<maps>/<key>/<name>.png``, any method's 8-bit maps)
+    on every test set; write maps, per-image CSVs, ``results.json``/``.csv``/``.md``
+    under ``output`` and print the table.
+
+    Args:
+        test_sets: the sets to score (from ``--config configs/benchmark/pranet.yaml``, or
+            :func:`read_test_sets` in Python).
+        model: an exported polypseg ONNX file.
+        maps: a folder of 8-bit prediction maps, one subfolder per test set key.
+        tta: ``true``/``flips`` or ``d4`` views averaged (model only).
+        data_dir: folder the test sets' roots are relative to.
+        output: report folder.
+        mlflow_log: also log the numbers and files as an MLflow run.
+
+    Example:
+        ``polypseg benchmark --model models/polypseg.onnx --config configs/benchmark/pranet.yaml``
+    """
+    if not test_sets:
+        raise ValueError("no test sets: pass --config configs/benchmark/pranet.yaml (or your own)")
+    data_root = Path(data_dir or os.environ.get(DATA_DIR_ENV) or "data")
+    source = MapSource(model, maps, tta)
+    label = f"{model}{' + TTA ' + str(tta) if tta else ''}" if model else f"maps in {maps}"
+    out, results = Path(output), {}
+    for test_set in test_sets:
+        set_out = out / _slug(test_set.key)
+        result = score_set(test_set, data_root, source, set_out)
+        results[test_set.key] = {"name": test_set.name, **result, "from_maps": maps is not None}
+    table = markdown(results, label)
+    summary = {"scored": label, "test_sets": results}
+    with atomic_path(out / "results.json") as tmp:
+        tmp.write_text(json.dumps(summary, indent=2, default=float) + "\n")
+    with atomic_path(out / "results.md") as tmp:
+        tmp.write_text(table)
+    with atomic_path(out / "results.csv") as tmp, open(tmp, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["test_set", "metric", "value", "ci_low", "ci_high"])
+        for key, r in results.items():
+            for metric, v in r.items():
+                if isinstance(v, dict):
+                    writer.writerow([key, metric, v["value"], *v["ci95"]])
+                elif metric in ("share", "frames_with_polyp"):
+                    writer.writerow([key, metric, v, "", ""])
+    if mlflow_log:
+        _log_to_mlflow(summary, out)
+    print(table)
+    return summary
+
+
+def _log_to_mlflow(summary: dict, out: Path) -> None:
+    import mlflow
+
+    mlflow.set_experiment("polypseg-benchmark")
+    with mlflow.start_run(run_name=f"benchmark {summary['scored']}"[:250]):
+        for key, r in summary["test_sets"].items():
+            metrics = {
+                f"{_slug(key)}/{m}": v["value"] if isinstance(v, dict) else v
+                for m, v in r.items()
+                if isinstance(v, dict) or m == "share"
+            }
+            mlflow.log_metrics(metrics)
+        for name in ("results.json", "results.md", "results.csv"):
+            mlflow.log_artifact(str(out / name))
+
+
+__all__ = ["TestSet", "benchmark", "read_test_sets"]

@@ -103,13 +103,24 @@ def test_benchmark_of_pranets_maps_gives_the_papers_numbers(tmp_path):
     low, high = r["meanDic"]["ci95"]
     assert low < r["meanDic"]["value"] < high
     assert "| CVC-ClinicDB | 62 | 0.899 [" in (tmp_path / "out" / "results.md").read_text()
+    again = main_and_read(
+        tmp_path,
+        "--maps",
+        str(REFERENCE),
+        "--config",
+        str(clinicdb_only(tmp_path)),
+        f"--against={tmp_path / 'out'}",
+        out_name="again",
+    )
+    paired = again["test_sets"]["cvc-clinicdb"]["paired_vs_against"]
+    assert paired["difference"] == 0 and paired["images"] == 62
 
 
-def main_and_read(tmp_path: Path, *args: str) -> dict:
+def main_and_read(tmp_path: Path, *args: str, out_name: str = "out") -> dict:
     import os
 
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp_path}/mlflow.db"
-    out = tmp_path / "out"
+    out = tmp_path / out_name
     main(["benchmark", f"--data_dir={DATA}", f"--output={out}", *args])
     return json.loads((out / "results.json").read_text())
 

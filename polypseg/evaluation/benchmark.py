@@ -200,6 +200,7 @@ def benchmark(
     tta: str | bool = False,
     data_dir: str | None = None,
     output: str = "reports/benchmark",
+    against: str | None = None,
     mlflow_log: bool = False,
 ) -> dict:
     """Score ``model`` (ONNX) or ``maps`` (``<maps>/<key>/<name>.png``, any method's 8-bit maps)
@@ -214,6 +215,8 @@ def benchmark(
         tta: ``true``/``flips`` or ``d4`` views averaged (model only).
         data_dir: folder the test sets' roots are relative to.
         output: report folder.
+        against: another benchmark's output folder (same test sets): the paired meanDic
+            difference per set, this run minus that one, with its 95 % interval.
         mlflow_log: also log the numbers and files as an MLflow run.
 
     Example:
@@ -229,7 +232,21 @@ def benchmark(
         set_out = out / _slug(test_set.key)
         result = score_set(test_set, data_root, source, set_out)
         results[test_set.key] = {"name": test_set.name, **result, "from_maps": maps is not None}
+        if against and not test_set.negatives:
+            from polypseg.evaluation.compare import compare
+
+            previous = Path(against) / _slug(test_set.key) / "per_image.csv"
+            results[test_set.key]["paired_vs_against"] = compare(
+                str(previous), str(set_out / "per_image.csv"), metric="meanDic"
+            )
     table = markdown(results, label)
+    for r in results.values():
+        if "paired_vs_against" in r:
+            d = r["paired_vs_against"]
+            table += (
+                f"\n{r['name']}: meanDic minus {against}'s {d['difference']:+.4f} "
+                f"[{d['ci95'][0]:+.4f}, {d['ci95'][1]:+.4f}] (paired, {d['images']} images)"
+            )
     summary = {"scored": label, "test_sets": results}
     with atomic_path(out / "results.json") as tmp:
         tmp.write_text(json.dumps(summary, indent=2, default=float) + "\n")
@@ -240,7 +257,7 @@ def benchmark(
         writer.writerow(["test_set", "metric", "value", "ci_low", "ci_high"])
         for key, r in results.items():
             for metric, v in r.items():
-                if isinstance(v, dict):
+                if isinstance(v, dict) and "value" in v:
                     writer.writerow([key, metric, v["value"], *v["ci95"]])
                 elif metric in ("share", "frames_with_polyp"):
                     writer.writerow([key, metric, v, "", ""])
@@ -259,7 +276,7 @@ def _log_to_mlflow(summary: dict, out: Path) -> None:
             metrics = {
                 f"{_slug(key)}/{m}": v["value"] if isinstance(v, dict) else v
                 for m, v in r.items()
-                if isinstance(v, dict) or m == "share"
+                if (isinstance(v, dict) and "value" in v) or m == "share"
             }
             mlflow.log_metrics(metrics)
         for name in ("results.json", "results.md", "results.csv"):

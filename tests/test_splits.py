@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from polypseg.data.io import read_rgb
+from polypseg.data.duplicates import groups, same_frame_pairs
 from polypseg.data.manifest import DataValidationError, read_split, scan_samples, size_bins
-from polypseg.data.splits import carve_validation, dhash, make_split, write_split
+from polypseg.data.splits import carve_validation, crossing_pairs, make_split, write_split
 
 from conftest import OUR_SPLIT, copy_samples, real_names
 
@@ -39,23 +39,38 @@ def test_split_is_stratified_by_polyp_size(forty):
         assert set(bins[(split.split == part).to_numpy()]) == {0, 1, 2}
 
 
-def test_near_duplicates_stay_together(tmp_path):
-    copy_samples(real_names("train", 40), tmp_path)
-    image = sorted((tmp_path / "images").glob("*.jpg"))[0]
-    # a near-duplicate: the same frame re-encoded at another size and quality
+def recropped_copy(root, image, name="zz_dup"):
+    """The same frame cut 5 % smaller on each side, scaled by 0.9, re-encoded (Kvasir's cjyz…)."""
     buffer = io.BytesIO()
-    Image.open(image).resize((300, 260)).save(buffer, format="JPEG", quality=70)
-    (tmp_path / "images" / "zz_dup.jpg").write_bytes(buffer.getvalue())
-    Image.open(tmp_path / "masks" / image.name).resize((300, 260)).save(
-        tmp_path / "masks" / "zz_dup.jpg"
-    )
-    assert (
-        dhash(read_rgb(image)) ^ dhash(read_rgb(tmp_path / "images" / "zz_dup.jpg"))
-    ).bit_count() <= 2
+    for sub, path in (("images", image), ("masks", root / "masks" / image.name)):
+        frame = Image.open(path)
+        w, h = frame.size
+        cut = frame.crop((w // 20, h // 20, w - w // 20, h - h // 20))
+        cut = cut.resize((int(cut.width * 0.9), int(cut.height * 0.9)))
+        buffer = io.BytesIO()
+        cut.convert("RGB").save(buffer, format="JPEG", quality=90)
+        (root / sub / f"{name}.jpg").write_bytes(buffer.getvalue())
+
+
+def test_same_frame_copies_stay_together(tmp_path):
+    copy_samples(real_names("train", 40), tmp_path)
+    image = sorted((tmp_path / "images").glob("*.jpg"))[1]  # [0] is a low-texture frame
+    recropped_copy(tmp_path, image)
+    paths = sorted((tmp_path / "images").glob("*.jpg"))
+    found = same_frame_pairs(paths)
+    named = {(paths[i].stem, paths[j].stem) for i, j, _ in found}
+    assert named == {(image.stem, "zz_dup")}  # the copy, and no unrelated pair
+    assert len(set(groups(len(paths), found))) == len(paths) - 1
     samples = scan_samples(tmp_path)
     for seed in range(5):
-        split = make_split(samples, tmp_path, seed=seed).set_index("name").split
-        assert split[image.stem] == split["zz_dup"]
+        split = make_split(samples, tmp_path, seed=seed)
+        assert split.set_index("name").split[image.stem] == split.set_index("name").split["zz_dup"]
+        assert crossing_pairs(split, [(image.stem, "zz_dup")]) == []
+
+
+def test_crossing_pairs_are_reported():
+    split = pd.DataFrame({"name": ["a", "b", "c"], "split": ["train", "test", "train"]})
+    assert crossing_pairs(split, [("a", "b"), ("a", "c"), ("x", "a")]) == [("a", "b")]
 
 
 def test_committed_split_covers_kvasir_once():

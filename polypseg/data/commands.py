@@ -6,8 +6,10 @@ from pathlib import Path
 
 from polypseg.data import acquire
 from polypseg.data.datamodule import DEFAULT_SPLIT, resolve_data_root
-from polypseg.data.manifest import build_manifest, scan_samples, write_manifest
-from polypseg.data.splits import make_split, write_split
+from polypseg.data.duplicates import same_frame_pairs
+from polypseg.data.io import atomic_path, list_images
+from polypseg.data.manifest import build_manifest, read_split, scan_samples, write_manifest
+from polypseg.data.splits import crossing_pairs, make_split, write_split
 
 
 def download(
@@ -46,3 +48,27 @@ def split(
     write_split(table, out)
     print(f"wrote {out}: {table.split.value_counts().to_dict()}")
     return out
+
+
+def audit(
+    root: str | None = None,
+    split_file: str | None = DEFAULT_SPLIT,
+    out: str = "data/same_frames.csv",
+) -> dict:
+    """Find same-frame copies in ROOT (re-cropped and re-sized ones too) and write them to OUT
+    (``a,b,inliers``); warn about every pair SPLIT_FILE puts on two sides (published splits do)."""
+    data_root = resolve_data_root(root)
+    images = list_images(data_root / "images")
+    names = sorted(images)
+    pairs = [(names[i], names[j], n) for i, j, n in same_frame_pairs([images[k] for k in names])]
+    with atomic_path(out) as tmp:
+        tmp.write_text("a,b,inliers\n" + "".join(f"{a},{b},{n}\n" for a, b, n in pairs))
+    crossing = (
+        crossing_pairs(read_split(split_file), [(a, b) for a, b, _ in pairs]) if split_file else []
+    )
+    print(f"{len(pairs)} same-frame pair(s) among {len(names)} images; written to {out}")
+    for a, b in crossing:
+        print(
+            f"WARNING {split_file}: '{a}' and '{b}' show the same frame on two sides of the split"
+        )
+    return {"pairs": len(pairs), "crossing": [list(p) for p in crossing], "out": out}

@@ -1,44 +1,17 @@
-"""Deterministic, size-stratified train/val/test splits that keep near-duplicate images together."""
+"""Deterministic, size-stratified train/val/test splits that keep same-frame copies together
+(:mod:`polypseg.data.duplicates`), and the check that a given split does."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
-from polypseg.data.io import atomic_path, read_rgb
+from polypseg.data.duplicates import groups, same_frame_pairs
+from polypseg.data.io import atomic_path
 from polypseg.data.manifest import SplitSchema, size_bins, validate
-
-DUPLICATE_HAMMING = 2
-"""dHash bits (of 64) under which two images count as near-duplicates (Kvasir-SEG has 3 pairs)."""
-
-
-def dhash(image: np.ndarray, bits: int = 8) -> int:
-    """Difference hash: robust to resizing and JPEG re-encoding, cheap to compare."""
-    gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
-    small = cv2.resize(gray, (bits + 1, bits), interpolation=cv2.INTER_AREA)
-    diff = (small[:, 1:] > small[:, :-1]).flatten()
-    return int(sum(1 << i for i, v in enumerate(diff) if v))
-
-
-def near_duplicate_groups(hashes: list[int], max_distance: int = DUPLICATE_HAMMING) -> np.ndarray:
-    """Group id per item; items within ``max_distance`` bits share a group (union-find)."""
-    parent = list(range(len(hashes)))
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    for i in range(len(hashes)):
-        for j in range(i + 1, len(hashes)):
-            if (hashes[i] ^ hashes[j]).bit_count() <= max_distance:
-                parent[find(j)] = find(i)
-    return np.array([find(i) for i in range(len(hashes))])
 
 
 def make_split(
@@ -47,13 +20,13 @@ def make_split(
     fractions: tuple[float, float, float] = (0.7, 0.15, 0.15),
     seed: int = 42,
 ) -> pd.DataFrame:
-    """``name,split`` table: stratified by polyp size, near-duplicates on one side, seeded."""
+    """``name,split`` table: stratified by polyp size, same-frame copies on one side, seeded."""
     if not np.isclose(sum(fractions), 1.0):
         raise ValueError(f"split fractions must sum to 1, got {fractions}")
     root = Path(root)
     frame = manifest.sort_values("name").reset_index(drop=True)
-    groups = near_duplicate_groups([dhash(read_rgb(root / p)) for p in frame.image])
-    frame = frame.assign(group=groups, size_bin=size_bins(frame.mask_fraction))
+    pairs = same_frame_pairs([root / p for p in frame.image])
+    frame = frame.assign(group=groups(len(frame), pairs), size_bin=size_bins(frame.mask_fraction))
     heads = frame.drop_duplicates("group")
     train_f, val_f, test_f = fractions
     train_g, rest_g = train_test_split(
@@ -91,3 +64,9 @@ def carve_validation(
         train.name, test_size=fraction, stratify=size_bins(train.mask_fraction), random_state=seed
     )
     return split.assign(split=np.where(split.name.isin(set(val_names)), "val", split.split))
+
+
+def crossing_pairs(split: pd.DataFrame, pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The same-frame pairs a ``name,split`` table puts on two sides (names missing are ignored)."""
+    side = split.set_index("name").split
+    return [(a, b) for a, b in pairs if a in side and b in side and side[a] != side[b]]

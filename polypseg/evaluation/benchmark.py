@@ -24,6 +24,7 @@ from PIL import Image
 from polypseg.data.io import atomic_path, list_images, read_mask, read_rgb
 from polypseg.evaluation.papers import PAPER_METRICS, PaperScores, paper_map
 from polypseg.inference.processing import binarize_mask, postprocess, preprocess
+from polypseg.inference.tta import TTA
 
 DATA_DIR_ENV = "POLYPSEG_DATA_DIR"
 
@@ -197,7 +198,7 @@ def benchmark(
     test_sets: list[TestSet] | None = None,
     model: str | None = None,
     maps: str | None = None,
-    tta: str | bool = False,
+    tta: TTA = False,
     data_dir: str | None = None,
     output: str = "reports/benchmark",
     against: str | None = None,
@@ -229,6 +230,9 @@ def benchmark(
     label = f"{model}{' + TTA ' + str(tta) if tta else ''}" if model else f"maps in {maps}"
     out, results = Path(output), {}
     for test_set in test_sets:
+        if maps and not (Path(maps) / test_set.key).is_dir():
+            print(f"{maps}/{test_set.key}: no maps for '{test_set.name}'; set skipped")
+            continue
         set_out = out / _slug(test_set.key)
         result = score_set(test_set, data_root, source, set_out)
         results[test_set.key] = {"name": test_set.name, **result, "from_maps": maps is not None}

@@ -238,3 +238,34 @@ def test_zero_byte_split_names_the_file(tmp_path):
     empty = tmp_path / "zero.csv"
     empty.write_bytes(b"")
     assert f"{empty}: not a readable name,split CSV" in problems_of(lambda: read_split(empty))
+
+
+def test_training_reads_the_prepared_manifest_and_refuses_a_stale_one(
+    fresh_copy, tmp_path, monkeypatch
+):
+    import os
+
+    import polypseg.data.manifest as manifest_module
+    from polypseg.data.commands import prepare
+    from polypseg.data.datamodule import KvasirSegDataModule
+
+    out = tmp_path / "manifest.csv"
+    split = fresh_copy / "split.csv"
+    prepare(root=str(fresh_copy), split_file=str(split), out=str(out))
+
+    def no_rescan(*args, **kwargs):
+        raise AssertionError("the prepared manifest was not used: everything was decoded again")
+
+    monkeypatch.setattr(manifest_module, "scan_samples", no_rescan)
+    dm = KvasirSegDataModule(
+        str(fresh_copy), str(split), image_size=64, cache_dir=None, manifest_file=str(out)
+    )
+    assert {k: int(v) for k, v in dm.build_manifest().split.value_counts().items()} == {
+        "train": 6,
+        "val": 3,
+        "test": 3,
+    }
+    image = first(fresh_copy)
+    os.utime(image, ns=(image.stat().st_atime_ns, image.stat().st_mtime_ns + 10**9))
+    message = problems_of(dm.build_manifest)
+    assert f"{out}: written for other data" in message and "polypseg data prepare" in message

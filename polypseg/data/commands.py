@@ -30,7 +30,7 @@ def prepare(
     """Build and validate the manifest of ROOT with SPLIT_FILE; write it atomically to OUT."""
     data_root = resolve_data_root(root)
     manifest = build_manifest(data_root, split_file)
-    write_manifest(manifest, out, data_root)
+    write_manifest(manifest, out, data_root, split_file)
     counts = manifest.split.value_counts().to_dict()
     print(f"{len(manifest)} samples valid: {counts}; manifest {Path(out).resolve()}")
     return out

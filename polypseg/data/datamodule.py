@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader
 
 from polypseg.data.augment import compose, default_train_transforms
 from polypseg.data.dataset import SegmentationDataset, collate, load_resized
-from polypseg.data.manifest import SPLITS, build_manifest
+from polypseg.data.manifest import SPLITS, build_manifest, read_prepared
 from polypseg.data.multiscale import rescale_batch
 from polypseg.data.sampling import SeededShuffle, step_choice
 from polypseg.data.splits import carve_validation
@@ -50,6 +50,11 @@ class KvasirSegDataModule(L.LightningDataModule):
         limit_per_split: keep only the first N samples (by name) of each split, for smoke runs.
         predict_split: split served by ``predict_dataloader``.
         cache_dir: where resized samples are cached; ``None`` disables the cache.
+        manifest_file: the manifest ``polypseg data prepare`` wrote for this data root and split
+            file: training reads it instead of validating every file again (refused, with the
+            command to re-run, if the files or split changed since). ``None``: run the same
+            gate (:func:`~polypseg.data.manifest.build_manifest`) in memory.
+        seed: seed of the val part carved out of train (published splits without val).
     """
 
     def __init__(
@@ -67,6 +72,7 @@ class KvasirSegDataModule(L.LightningDataModule):
         predict_split: str = "test",
         cache_dir: str | None = ".cache/polypseg",
         seed: int = 42,
+        manifest_file: str | None = None,
     ):
         super().__init__()
         for option, value, low in (
@@ -93,6 +99,7 @@ class KvasirSegDataModule(L.LightningDataModule):
         )
         self.val_fraction, self.limit_per_split, self.seed = val_fraction, limit_per_split, seed
         self.predict_split, self.cache_dir = predict_split, cache_dir
+        self.manifest_file = manifest_file
         self.train_transforms = (
             default_train_transforms() if train_transforms is None else train_transforms
         )
@@ -104,7 +111,10 @@ class KvasirSegDataModule(L.LightningDataModule):
         self.datasets: dict[str, SegmentationDataset] = {}
 
     def build_manifest(self) -> pd.DataFrame:
-        manifest = build_manifest(self.root, self.split_file)
+        if self.manifest_file:
+            manifest = read_prepared(self.manifest_file, self.root, self.split_file)
+        else:
+            manifest = build_manifest(self.root, self.split_file)
         if self.split_file is not None:
             carved = carve_validation(
                 manifest[["name", "split"]], manifest, self.val_fraction, self.seed

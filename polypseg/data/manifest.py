@@ -7,6 +7,7 @@ collected and reported at once, naming the file and the rule broken.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -257,15 +258,64 @@ def build_manifest(root: str | Path, split_file: str | Path | None) -> pd.DataFr
     return attach_split(samples, read_split(split_file), str(split_file))
 
 
-def write_manifest(manifest: pd.DataFrame, path: str | Path, root: str | Path) -> Path:
-    """Write CSV atomically, plus a small JSON sidecar with the data root and counts."""
+def fingerprint(root: str | Path, split_file: str | Path | None) -> str:
+    """Cheap identity of the data a manifest was built from: every image/mask file's name, size
+    and modification time, and the split file's bytes (no decoding)."""
+    digest = hashlib.sha256()
+    for sub in ("images", "masks"):
+        folder = Path(root) / sub
+        for p in sorted(folder.iterdir()) if folder.is_dir() else []:
+            if p.is_file():
+                stat = p.stat()
+                digest.update(f"{sub}/{p.name}:{stat.st_size}:{stat.st_mtime_ns}\n".encode())
+    if split_file is not None:
+        digest.update(Path(split_file).read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def read_prepared(
+    path: str | Path, root: str | Path, split_file: str | Path | None
+) -> pd.DataFrame:
+    """The manifest ``polypseg data prepare`` wrote, if it still describes ``root`` and
+    ``split_file`` (the gate ran then; this only re-validates the table, nothing is decoded)."""
+    path = Path(path)
+    sidecar = path.with_suffix(".json")
+    if not path.is_file() or not sidecar.is_file():
+        raise DataValidationError(
+            [f"{path}: no prepared manifest; run `polypseg data prepare --out {path}` first"]
+        )
+    recorded = json.loads(sidecar.read_text()).get("fingerprint")
+    if recorded != fingerprint(root, split_file):
+        raise DataValidationError(
+            [
+                f"{path}: written for other data than {root} with {split_file} (files or split "
+                f"changed since); re-run `polypseg data prepare --root {root} --split_file "
+                f"{split_file} --out {path}`"
+            ]
+        )
+    return read_manifest(path)
+
+
+def write_manifest(
+    manifest: pd.DataFrame,
+    path: str | Path,
+    root: str | Path,
+    split_file: str | Path | None = None,
+) -> Path:
+    """Write CSV atomically, plus a small JSON sidecar with the data root, counts and the data's
+    :func:`fingerprint` (what lets training trust it without decoding everything again)."""
     validate(manifest, ManifestSchema, str(path))
     if manifest.empty:
         raise DataValidationError([f"{path}: refusing to write a manifest without samples"])
     path = Path(path)
     with atomic_path(path) as tmp:
         manifest.to_csv(tmp, index=False, float_format="%.6f")
-    info = {"root": str(Path(root).resolve()), "counts": manifest.split.value_counts().to_dict()}
+    info = {
+        "root": str(Path(root).resolve()),
+        "split_file": None if split_file is None else str(split_file),
+        "fingerprint": fingerprint(root, split_file),
+        "counts": manifest.split.value_counts().to_dict(),
+    }
     with atomic_path(path.with_suffix(".json")) as tmp:
         tmp.write_text(json.dumps(info, indent=2) + "\n")
     return path

@@ -31,7 +31,7 @@ class SeededShuffle(Sampler[tuple[int, int]]):
     """
 
     def __init__(self, size: int, seed: int):
-        self.size, self.seed, self.epoch = size, int(seed), 0
+        self.size, self.seed, self.epoch = size, int(seed) % 2**32, 0  # torch takes < 2**63
 
     def set_epoch(self, epoch: int) -> None:
         """Called by Lightning at the start of every training epoch."""

@@ -323,6 +323,7 @@ def datamodule_from_checkpoint(
     if split_file:
         hparams["split_file"] = split_file
     hparams["limit_per_split"] = None
+    hparams["manifest_file"] = None  # re-validate in memory: the prepared file may be elsewhere
     datamodule = KvasirSegDataModule(**hparams)
     datamodule.setup("validate")
     return datamodule

@@ -3,7 +3,7 @@ scored on several test sets in the papers' metrics, with 95 % bootstrap interval
 
 Test sets come from YAML (``--config configs/benchmark/pranet.yaml`` fills the ``test_sets``
 argument), each with its own root, split file and mask rule; roots are relative to ``--data_dir``
-(default ``$POLYPSEG_DATA_DIR`` or ``data``).
+(default ``$POLYPSEG_DATA_DIR``, else the folder holding ``$POLYPSEG_DATA_ROOT``, else ``data``).
 A set of polyp-free frames (``negatives: true``) reports the share of frames with any predicted
 polyp pixel instead (after the model's threshold and clean-up; maps: ``map >= 128``).
 """
@@ -81,6 +81,14 @@ def samples(test_set: TestSet, data_dir: Path) -> list[tuple[str, Path, Path]]:
             f"missing, e.g. {missing[:3]}"
         )
     return [(n, images[n], masks[n]) for n in names]
+
+
+def default_data_dir() -> Path:
+    """The folder holding ``$POLYPSEG_DATA_ROOT`` (Kvasir-SEG beside the other datasets), or ``data``."""
+    from polypseg.data.datamodule import DATA_ROOT_ENV
+
+    kvasir = os.environ.get(DATA_ROOT_ENV)
+    return Path(kvasir).parent if kvasir else Path("data")
 
 
 def _slug(text: str) -> str:
@@ -225,7 +233,7 @@ def benchmark(
     """
     if not test_sets:
         raise ValueError("no test sets: pass --config configs/benchmark/pranet.yaml (or your own)")
-    data_root = Path(data_dir or os.environ.get(DATA_DIR_ENV) or "data")
+    data_root = Path(data_dir or os.environ.get(DATA_DIR_ENV) or default_data_dir())
     source = MapSource(model, maps, tta)
     label = f"{model}{' + TTA ' + str(tta) if tta else ''}" if model else f"maps in {maps}"
     out, results = Path(output), {}

@@ -119,9 +119,8 @@ def _light_commands(name: str) -> dict:
     return tool_commands()
 
 
-def expected_errors() -> tuple[type[BaseException], ...]:
-    """Failures a user causes and can fix: reported in one line, without a traceback."""
-    return (ValueError, FileNotFoundError, argparse.ArgumentError)
+EXPECTED_ERRORS = (ValueError, FileNotFoundError, argparse.ArgumentError)
+"""Failures a user causes and can fix: reported in one message, without a traceback."""
 
 
 def run(argv: list[str]) -> None:
@@ -141,7 +140,7 @@ def main(argv: list[str] | None = None) -> None:
     argv = [a for a in argv if a != "--debug"]
     try:
         run(argv)
-    except expected_errors() as exc:
+    except EXPECTED_ERRORS as exc:
         if debug:
             raise
         command = " ".join(argv[:2] if argv[:1] == ["data"] else argv[:1])

@@ -21,11 +21,10 @@ class ValidationOverlays(L.Callback):
 
     @torch.no_grad()
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if (
-            trainer.sanity_checking
-            or trainer.current_epoch % self.every_n_epochs
-            or not trainer.is_global_zero
-        ):
+        if trainer.sanity_checking or trainer.current_epoch % self.every_n_epochs:
+            return
+        log_dir = trainer.log_dir  # a collective call under DDP: every rank makes it, or fit hangs
+        if not trainer.is_global_zero:
             return
         dataset = trainer.datamodule.datasets["val"]
         items = [dataset[i] for i in range(min(self.num_images, len(dataset)))]
@@ -44,7 +43,7 @@ class ValidationOverlays(L.Callback):
         for logger in trainer.loggers:
             if isinstance(logger, MLFlowLogger):
                 logger.experiment.log_image(logger.run_id, picture, artifact_file=name)
-        if trainer.log_dir:
-            path = Path(trainer.log_dir) / name
+        if log_dir:
+            path = Path(log_dir) / name
             path.parent.mkdir(parents=True, exist_ok=True)
             Image.fromarray(picture).save(path)

@@ -580,3 +580,49 @@ def test_expected_errors_are_one_message_without_traceback(tmp_path):
         timeout=300,
     )
     assert "Traceback" in debug.stderr
+
+
+def test_ddp_test_report_equals_single_process(run_dir, tiny_root, tmp_path):
+    """2 CPU processes (gloo): the distributed sampler pads 3 test images to 4; the report and the
+    logged means must still be the single process's (no image counted twice or missing)."""
+    import os
+
+    env = {**os.environ, "POLYPSEG_DATA_ROOT": str(tiny_root)}
+    env["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp_path}/mlflow.db"
+    reports = {}
+    for name, extra in {
+        "single": [],
+        "ddp": ["--trainer.devices=2", "--trainer.strategy=ddp", "--trainer.accelerator=cpu"],
+    }.items():
+        result = subprocess.run(
+            [
+                str(REPO / ".venv" / "bin" / "polypseg"),
+                "test",
+                "--config",
+                SMOKE,
+                f"--data.split_file={tiny_root / 'split.csv'}",
+                f"--ckpt_path={run_dir / 'checkpoints' / 'smoke' / 'last.ckpt'}",
+                f"--trainer.callbacks.output_dir={tmp_path / name}",
+                "--trainer.callbacks.run_name=r",
+                *extra,
+            ],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        logged = float(re.search(r"test/dice\s*\S\s*([0-9.]+)", result.stdout).group(1))
+        reports[name] = (pd_read(tmp_path / name / "r" / "per_image.csv"), logged)
+    (single, single_logged), (ddp, ddp_logged) = reports["single"], reports["ddp"]
+    assert list(ddp.name) == list(single.name) and len(ddp) == 3
+    assert np.allclose(ddp.dice, single.dice, atol=1e-6)
+    assert ddp_logged == pytest.approx(single_logged, abs=1e-6)
+    assert single_logged == pytest.approx(single.dice.mean(), abs=1e-4)
+
+
+def pd_read(path):
+    import pandas as pd
+
+    return pd.read_csv(path)

@@ -32,7 +32,7 @@ class TestReport(L.Callback):
         self.run_dir: Path | None = None
 
     def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        records = pl_module.test_records
+        records = pl_module.gather_test_records()  # all ranks, padding removed (DDP)
         if not records or not trainer.is_global_zero:
             return
         dm = trainer.datamodule

@@ -139,7 +139,7 @@ class PolypSegModule(L.LightningModule):
         self.mean_metrics = nn.ModuleDict(
             {
                 f"{stage}_{name}": MeanMetric()
-                for stage in ("train", "val", "test")
+                for stage in ("train", "val")
                 for name in ("dice", "iou")
             }
         )
@@ -227,7 +227,30 @@ class PolypSegModule(L.LightningModule):
         self._shared_step(batch, "val")
 
     def on_test_epoch_start(self) -> None:
-        self.test_records = []
+        self.test_records, self._records_gathered = [], False
+
+    def gather_test_records(self) -> list[dict]:
+        """Every rank's per-image test records, the distributed sampler's padding (repeated
+        images) removed, in dataset order; a collective under DDP: every rank calls it."""
+        if not getattr(self, "_records_gathered", False):
+            records = self.test_records
+            if self.trainer.world_size > 1:
+                parts: list = [None] * self.trainer.world_size
+                torch.distributed.all_gather_object(parts, records)
+                records = [r for part in parts for r in part]
+            unique = {}
+            for record in records:
+                unique.setdefault(record["index"], record)
+            self.test_records = [unique[i] for i in sorted(unique)]
+            self._records_gathered = True
+        return self.test_records
+
+    def on_test_epoch_end(self) -> None:
+        """Per-image means over the whole test split (the report's numbers, on every rank)."""
+        records = self.gather_test_records()
+        for name in ("dice", "iou"):
+            value = float(np.mean([r[name] for r in records])) if records else float("nan")
+            self.log(f"test/{name}", value, batch_size=max(1, len(records)))
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
         """Scores at 256 px and at the original resolution (probabilities resized, then thresholded)."""
@@ -245,11 +268,7 @@ class PolypSegModule(L.LightningModule):
             record["predicted_fraction"] = float(pred.mean())
             record["probability"] = prob[i].astype(np.float16)  # for the worst-case gallery
             records.append(record)
-        self.test_records.extend(records)
-        for name in ("dice", "iou"):  # per-image mean over the epoch, as in the test report
-            metric = self.mean_metrics[f"test_{name}"]
-            metric.update(torch.tensor([r[name] for r in records], dtype=torch.float32))
-            self.log(f"test/{name}", metric, on_step=False, on_epoch=True, batch_size=len(prob))
+        self.test_records.extend(records)  # means are logged from all of them at epoch end
 
     def predict_step(self, batch: dict, batch_idx: int) -> dict:
         prob = torch.sigmoid(self.predict_logits(batch["image"]))[:, 0]

@@ -626,3 +626,36 @@ def pd_read(path):
     import pandas as pd
 
     return pd.read_csv(path)
+
+
+def test_ddp_validate_equals_single_process(run_dir, tiny_root, tmp_path):
+    """3 val images on 2 ranks: the padded copy must not count twice in val/dice."""
+    import os
+
+    env = {**os.environ, "POLYPSEG_DATA_ROOT": str(tiny_root)}
+    env["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp_path}/mlflow.db"
+    logged = {}
+    for name, extra in {
+        "single": [],
+        "ddp": ["--trainer.devices=2", "--trainer.strategy=ddp", "--trainer.accelerator=cpu"],
+    }.items():
+        result = subprocess.run(
+            [
+                str(REPO / ".venv" / "bin" / "polypseg"),
+                "validate",
+                "--config",
+                SMOKE,
+                f"--data.split_file={tiny_root / 'split.csv'}",
+                f"--ckpt_path={run_dir / 'checkpoints' / 'smoke' / 'last.ckpt'}",
+                "--trainer.limit_val_batches=null",
+                *extra,
+            ],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        logged[name] = float(re.search(r"val/dice\s*\S\s*([0-9.]+)", result.stdout).group(1))
+    assert logged["ddp"] == pytest.approx(logged["single"], abs=1e-6)

@@ -137,13 +137,10 @@ class PolypSegModule(L.LightningModule):
             raise ValueError(f"model.encoder_lr_scale must be > 0, got {encoder_lr_scale}")
         self.encoder_lr_scale = encoder_lr_scale
         self.mean_metrics = nn.ModuleDict(
-            {
-                f"{stage}_{name}": MeanMetric()
-                for stage in ("train", "val")
-                for name in ("dice", "iou")
-            }
+            {f"{stage}_{name}": MeanMetric() for stage in ("train",) for name in ("dice", "iou")}
         )
         self.test_records: list[dict] = []
+        self.val_records: list[dict] = []
         if channels_last:
             self.to(memory_format=torch.channels_last)
 
@@ -188,7 +185,12 @@ class PolypSegModule(L.LightningModule):
             logits.detach() > torch.logit(self.threshold), batch["mask"], ("dice", "iou")
         )
         batch_size = len(batch["image"])
-        for name in ("dice", "iou"):
+        if stage == "val":  # per image, so DDP's padding can be removed at epoch end
+            self.val_records += [
+                {"index": int(i), "dice": float(d), "iou": float(u)}
+                for i, d, u in zip(batch["index"], scores["dice"], scores["iou"], strict=True)
+            ]
+        for name in ("dice", "iou") if stage == "train" else ():
             metric = self.mean_metrics[f"{stage}_{name}"]
             metric.update(scores[name])
             self.log(
@@ -226,6 +228,28 @@ class PolypSegModule(L.LightningModule):
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         self._shared_step(batch, "val")
 
+    def on_validation_epoch_start(self) -> None:
+        self.val_records = []
+
+    def on_validation_epoch_end(self) -> None:
+        """Per-image val means over every rank's images, each counted once (DDP pads)."""
+        records = self.all_ranks_by_index(self.val_records)
+        for name in ("dice", "iou"):
+            value = float(np.mean([r[name] for r in records])) if records else float("nan")
+            self.log(f"val/{name}", value, prog_bar=name == "dice", batch_size=max(1, len(records)))
+
+    def all_ranks_by_index(self, records: list[dict]) -> list[dict]:
+        """``records`` of every rank, one per dataset index (the distributed sampler's padding
+        repeats images), in dataset order; a collective under DDP: every rank calls it."""
+        if self._trainer is not None and self.trainer.world_size > 1:
+            parts: list = [None] * self.trainer.world_size
+            torch.distributed.all_gather_object(parts, records)
+            records = [r for part in parts for r in part]
+        unique = {}
+        for record in records:
+            unique.setdefault(record["index"], record)
+        return [unique[i] for i in sorted(unique)]
+
     def on_test_epoch_start(self) -> None:
         self.test_records, self._records_gathered = [], False
 
@@ -233,15 +257,7 @@ class PolypSegModule(L.LightningModule):
         """Every rank's per-image test records, the distributed sampler's padding (repeated
         images) removed, in dataset order; a collective under DDP: every rank calls it."""
         if not getattr(self, "_records_gathered", False):
-            records = self.test_records
-            if self.trainer.world_size > 1:
-                parts: list = [None] * self.trainer.world_size
-                torch.distributed.all_gather_object(parts, records)
-                records = [r for part in parts for r in part]
-            unique = {}
-            for record in records:
-                unique.setdefault(record["index"], record)
-            self.test_records = [unique[i] for i in sorted(unique)]
+            self.test_records = self.all_ranks_by_index(self.test_records)
             self._records_gathered = True
         return self.test_records
 

@@ -582,39 +582,59 @@ def test_expected_errors_are_one_message_without_traceback(tmp_path):
     assert "Traceback" in debug.stderr
 
 
-def test_ddp_test_report_equals_single_process(run_dir, tiny_root, tmp_path):
-    """2 CPU processes (gloo): the distributed sampler pads 3 test images to 4; the report and the
-    logged means must still be the single process's (no image counted twice or missing)."""
+DDP = ["--trainer.devices=2", "--trainer.strategy=ddp", "--trainer.accelerator=cpu"]
+
+
+def run_scoring(run_dir, tiny_root, tmp_path, command: str, *extra: str) -> str:
+    """`polypseg validate|test` of the smoke run's checkpoint in its own process; its stdout."""
     import os
 
     env = {**os.environ, "POLYPSEG_DATA_ROOT": str(tiny_root)}
     env["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp_path}/mlflow.db"
+    result = subprocess.run(
+        [
+            str(REPO / ".venv" / "bin" / "polypseg"),
+            command,
+            "--config",
+            SMOKE,
+            f"--data.split_file={tiny_root / 'split.csv'}",
+            f"--ckpt_path={run_dir / 'checkpoints' / 'smoke' / 'last.ckpt'}",
+            *extra,
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+def logged(stdout: str, metric: str) -> float:
+    return float(re.search(rf"{metric}\s*\S\s*([0-9.]+)", stdout).group(1))
+
+
+def test_ddp_test_report_equals_single_process(run_dir, tiny_root, tmp_path):
+    """2 CPU processes (gloo): the distributed sampler pads 3 test images to 4; the report and the
+    logged means must still be the single process's (no image counted twice or missing)."""
+    import pandas as pd
+
     reports = {}
-    for name, extra in {
-        "single": [],
-        "ddp": ["--trainer.devices=2", "--trainer.strategy=ddp", "--trainer.accelerator=cpu"],
-    }.items():
-        result = subprocess.run(
-            [
-                str(REPO / ".venv" / "bin" / "polypseg"),
-                "test",
-                "--config",
-                SMOKE,
-                f"--data.split_file={tiny_root / 'split.csv'}",
-                f"--ckpt_path={run_dir / 'checkpoints' / 'smoke' / 'last.ckpt'}",
-                f"--trainer.callbacks.output_dir={tmp_path / name}",
-                "--trainer.callbacks.run_name=r",
-                *extra,
-            ],
-            cwd=tmp_path,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=600,
+    for name, extra in {"single": [], "ddp": DDP}.items():
+        out = run_scoring(
+            run_dir,
+            tiny_root,
+            tmp_path,
+            "test",
+            f"--trainer.callbacks.output_dir={tmp_path / name}",
+            "--trainer.callbacks.run_name=r",
+            *extra,
         )
-        assert result.returncode == 0, result.stderr[-3000:]
-        logged = float(re.search(r"test/dice\s*\S\s*([0-9.]+)", result.stdout).group(1))
-        reports[name] = (pd_read(tmp_path / name / "r" / "per_image.csv"), logged)
+        reports[name] = (
+            pd.read_csv(tmp_path / name / "r" / "per_image.csv"),
+            logged(out, "test/dice"),
+        )
     (single, single_logged), (ddp, ddp_logged) = reports["single"], reports["ddp"]
     assert list(ddp.name) == list(single.name) and len(ddp) == 3
     assert np.allclose(ddp.dice, single.dice, atol=1e-6)
@@ -622,40 +642,15 @@ def test_ddp_test_report_equals_single_process(run_dir, tiny_root, tmp_path):
     assert single_logged == pytest.approx(single.dice.mean(), abs=1e-4)
 
 
-def pd_read(path):
-    import pandas as pd
-
-    return pd.read_csv(path)
-
-
 def test_ddp_validate_equals_single_process(run_dir, tiny_root, tmp_path):
     """3 val images on 2 ranks: the padded copy must not count twice in val/dice."""
-    import os
-
-    env = {**os.environ, "POLYPSEG_DATA_ROOT": str(tiny_root)}
-    env["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp_path}/mlflow.db"
-    logged = {}
-    for name, extra in {
-        "single": [],
-        "ddp": ["--trainer.devices=2", "--trainer.strategy=ddp", "--trainer.accelerator=cpu"],
-    }.items():
-        result = subprocess.run(
-            [
-                str(REPO / ".venv" / "bin" / "polypseg"),
-                "validate",
-                "--config",
-                SMOKE,
-                f"--data.split_file={tiny_root / 'split.csv'}",
-                f"--ckpt_path={run_dir / 'checkpoints' / 'smoke' / 'last.ckpt'}",
-                "--trainer.limit_val_batches=null",
-                *extra,
-            ],
-            cwd=tmp_path,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=600,
+    scores = {
+        name: logged(
+            run_scoring(
+                run_dir, tiny_root, tmp_path, "validate", "--trainer.limit_val_batches=null", *extra
+            ),
+            "val/dice",
         )
-        assert result.returncode == 0, result.stderr[-3000:]
-        logged[name] = float(re.search(r"val/dice\s*\S\s*([0-9.]+)", result.stdout).group(1))
-    assert logged["ddp"] == pytest.approx(logged["single"], abs=1e-6)
+        for name, extra in {"single": [], "ddp": DDP}.items()
+    }
+    assert scores["ddp"] == pytest.approx(scores["single"], abs=1e-6)

@@ -24,7 +24,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 LIGHTNING_COMMANDS = {"fit", "validate", "test", "predict"}
 USAGE = """usage: polypseg COMMAND [options]
   fit | validate | test | predict   LightningCLI, e.g. polypseg fit --config configs/unet.yaml
-  data download | import | prepare | split | audit   get and validate Kvasir-SEG, make splits, find same-frame copies
+  data download | import | prepare | split | audit | sequences   get and validate data, make splits, find copies and videos
   export           checkpoint -> ONNX (+ int8 or float16 weights), parity-checked
   evaluate         ONNX model (fp32, fp16 weights, int8) on a split -> the test report (mDice with 95 % CI, ...)
   benchmark        ONNX model or any method's maps on several test sets -> the papers' metrics (meanDic, ...)
@@ -93,6 +93,7 @@ def tool_commands() -> dict:
             "prepare": data.prepare,
             "split": data.split,
             "audit": data.audit,
+            "sequences": data.sequences,
         },
         "export": export_checkpoint,
         "evaluate": evaluate,

@@ -29,7 +29,9 @@ class MaskWriter(BasePredictionWriter):
         ):
             row = frame.iloc[index]
             mask = postprocess(prob, int(row.height), int(row.width), processing)
-            Image.fromarray(mask * 255).save(self.output_dir / f"{row['name']}.png")
+            path = self.output_dir / f"{row['name']}.png"  # multi-source: <source>/<name>.png
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(mask * 255).save(path)
 
     def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         print(f"masks written to {self.output_dir.resolve()}")

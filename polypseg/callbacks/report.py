@@ -41,13 +41,14 @@ class TestReport(L.Callback):
         per_image = pd.DataFrame(records)
         per_image = (
             frame.iloc[per_image["index"]]
-            .reset_index(drop=True)[MANIFEST_COLUMNS]
+            .reset_index(drop=True)[[c for c in [*MANIFEST_COLUMNS, "source"] if c in frame]]
             .join(per_image.drop(columns=["index"]))
         )
         context = {
             "checkpoint": str(trainer.ckpt_path) if trainer.ckpt_path else None,
             "split_file": dm.split_file,
             "data_root": str(dm.root),
+            "sources": [vars(s) for s in getattr(dm, "sources", [])],
             "processing": pl_module.processing.to_dict(),
             "tta": tta_mode(pl_module.tta) or False,
             "image_size": pl_module.image_size,

@@ -5,11 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from polypseg.data import acquire
-from polypseg.data.datamodule import DEFAULT_SPLIT, resolve_data_root
+from polypseg.data.datamodule import DEFAULT_SPLIT
 from polypseg.data.duplicates import same_frame_pairs
 from polypseg.data.io import atomic_path, list_images
 from polypseg.data.manifest import build_manifest, read_split, scan_samples, write_manifest
-from polypseg.data.splits import crossing_pairs, make_split, write_split
+from polypseg.data.roots import resolve_data_root
+from polypseg.data.sequences import read_groups, recover_sequences
+from polypseg.data.splits import crossing_pairs, group_split, make_split, write_split
 
 
 def download(
@@ -41,10 +43,15 @@ def split(
     out: str = DEFAULT_SPLIT,
     seed: int = 42,
     fractions: tuple[float, float, float] = (0.7, 0.15, 0.15),
+    sequences_file: str | None = None,
 ) -> str:
-    """Make a seeded, size-stratified train/val/test split of ROOT (near-duplicates kept together)."""
+    """Make a seeded, size-stratified train/val/test split of ROOT (near-duplicates kept together);
+    with SEQUENCES_FILE (``name,sequence``), FRACTIONS of the video sequences, each kept whole."""
     data_root = resolve_data_root(root)
-    table = make_split(scan_samples(data_root), data_root, fractions, seed)
+    if sequences_file:
+        table = group_split(read_groups(sequences_file), fractions, seed)
+    else:
+        table = make_split(scan_samples(data_root), data_root, fractions, seed)
     write_split(table, out)
     print(f"wrote {out}: {table.split.value_counts().to_dict()}")
     return out
@@ -72,3 +79,17 @@ def audit(
             f"WARNING {split_file}: '{a}' and '{b}' show the same frame on two sides of the split"
         )
     return {"pairs": len(pairs), "crossing": [list(p) for p in crossing], "out": out}
+
+
+def sequences(root: str | None = None, count: int = 31, out: str = "data/sequences.csv") -> str:
+    """Recover the video sequence of every frame of ROOT, whose frames are numbered in recording
+    order (CVC-ClinicDB: 31 videos), and write ``name,sequence`` to OUT."""
+    images = list_images(resolve_data_root(root) / "images")
+    names = sorted(images, key=lambda n: (len(n), n))  # 2 before 10
+    labels = recover_sequences([images[n] for n in names], count)
+    with atomic_path(out) as tmp:
+        tmp.write_text(
+            "name,sequence\n" + "".join(f"{n},{s}\n" for n, s in zip(names, labels, strict=True))
+        )
+    print(f"{len(names)} frames in {count} sequences; written to {out}")
+    return out

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import albumentations as A
@@ -16,22 +15,17 @@ from polypseg.data.augment import compose, default_train_transforms
 from polypseg.data.dataset import SegmentationDataset, collate, load_resized
 from polypseg.data.manifest import SPLITS, build_manifest, read_prepared
 from polypseg.data.multiscale import rescale_batch
+from polypseg.data.roots import resolve_data_dir, resolve_data_root
 from polypseg.data.sampling import SeededShuffle, step_choice
+from polypseg.data.sources import Source, merged_manifest, sample_weights
 from polypseg.data.splits import carve_validation
 
 log = logging.getLogger(__name__)
-DATA_ROOT_ENV = "POLYPSEG_DATA_ROOT"
-DEFAULT_DATA_ROOT = "data/kvasir-seg"
 DEFAULT_SPLIT = "data/splits/kvasir_seg_70_15_15.csv"
 
 
-def resolve_data_root(data_root: str | None) -> Path:
-    """Explicit value, else ``$POLYPSEG_DATA_ROOT``, else ``data/kvasir-seg``."""
-    return Path(data_root or os.environ.get(DATA_ROOT_ENV) or DEFAULT_DATA_ROOT)
-
-
 class KvasirSegDataModule(L.LightningDataModule):
-    """Kvasir-SEG splits as resized, augmented batches.
+    """Kvasir-SEG splits (or several datasets, ``sources``) as resized, augmented batches.
 
     Args:
         data_root: folder with ``images/`` and ``masks/``; default ``$POLYPSEG_DATA_ROOT`` or
@@ -55,6 +49,20 @@ class KvasirSegDataModule(L.LightningDataModule):
             command to re-run, if the files or split changed since). ``None``: run the same
             gate (:func:`~polypseg.data.manifest.build_manifest`) in memory.
         seed: seed of the val part carved out of train (published splits without val).
+        sources: several datasets instead of ``data_root`` + ``split_file``
+            (:class:`~polypseg.data.sources.Source`: root, split file, mask rule, sequences,
+            sampling weight); val is carved per source, and val/test metrics are logged per
+            source (``val/dice/<source>``) besides the pooled ones.
+        data_dir: folder the sources' relative roots are under; default ``$POLYPSEG_DATA_DIR``,
+            else the folder holding ``$POLYPSEG_DATA_ROOT``, else ``data``.
+
+    Example:
+        >>> dm = KvasirSegDataModule(
+        ...     sources=[Source("kvasir", "kvasir-seg", "data/splits/kvasir_pranet_900_100.csv"),
+        ...              Source("clinicdb", "cvc-clinicdb", "data/splits/clinicdb_pranet_550_62.csv")],
+        ...     data_dir="../shared/data")
+        >>> dm.sources[1].name
+        'clinicdb'
     """
 
     def __init__(
@@ -73,6 +81,8 @@ class KvasirSegDataModule(L.LightningDataModule):
         cache_dir: str | None = ".cache/polypseg",
         seed: int = 42,
         manifest_file: str | None = None,
+        sources: list[Source] | None = None,
+        data_dir: str | None = None,
     ):
         super().__init__()
         for option, value, low in (
@@ -89,8 +99,14 @@ class KvasirSegDataModule(L.LightningDataModule):
             )
         if not 0 <= val_fraction < 1:
             raise ValueError(f"data.val_fraction must be in [0, 1), got {val_fraction}")
+        if sources and manifest_file:
+            raise ValueError(
+                "data.manifest_file describes one data root; with data.sources leave it unset"
+            )
         self.save_hyperparameters(ignore=["train_transforms"])
-        self.root = resolve_data_root(data_root)
+        self.sources = [s if isinstance(s, Source) else Source(**s) for s in sources or []]
+        self.data_dir = resolve_data_dir(data_dir)
+        self.root = Path(".") if self.sources else resolve_data_root(data_root)
         self.split_file, self.image_size = split_file, image_size
         self.batch_size, self.eval_batch_size, self.num_workers = (
             batch_size,
@@ -111,6 +127,9 @@ class KvasirSegDataModule(L.LightningDataModule):
         self.datasets: dict[str, SegmentationDataset] = {}
 
     def build_manifest(self) -> pd.DataFrame:
+        if self.sources:
+            manifest = merged_manifest(self.sources, self.data_dir, self.val_fraction, self.seed)
+            return self._limit(manifest)
         if self.manifest_file:
             manifest = read_prepared(self.manifest_file, self.root, self.split_file)
         else:
@@ -120,8 +139,12 @@ class KvasirSegDataModule(L.LightningDataModule):
                 manifest[["name", "split"]], manifest, self.val_fraction, self.seed
             )
             manifest = manifest.assign(split=carved.split.to_numpy())
+        return self._limit(manifest)
+
+    def _limit(self, manifest: pd.DataFrame) -> pd.DataFrame:
         if self.limit_per_split:
-            manifest = manifest.sort_values("name").groupby("split").head(self.limit_per_split)
+            keys = ["source", "split"] if "source" in manifest else ["split"]
+            manifest = manifest.sort_values("name").groupby(keys).head(self.limit_per_split)
         return manifest.reset_index(drop=True)
 
     def setup(self, stage: str | None = None) -> None:
@@ -138,18 +161,24 @@ class KvasirSegDataModule(L.LightningDataModule):
                 transform=compose(self.train_transforms) if split == "train" else None,
                 original_masks=split == "test" or split == self.predict_split,
             )
-        log.info("data %s: %s", self.root, {k: len(v) for k, v in self.datasets.items()})
+        where = [s.name for s in self.sources] or self.root
+        log.info("data %s: %s", where, {k: len(v) for k, v in self.datasets.items()})
 
     def _loader(self, split: str, train: bool = False) -> DataLoader:
         dataset = self.datasets[split]
         if len(dataset) == 0:
-            raise ValueError(f"{self.split_file}: split '{split}' has no samples")
+            where = "data.sources" if self.sources else self.split_file
+            raise ValueError(f"{where}: split '{split}' has no samples")
         if train:  # the run's seed (seed_everything) fixes order and augmentation per epoch
             self.train_seed = torch.initial_seed()
         return DataLoader(
             dataset,
             batch_size=self.batch_size if train else self.eval_batch_size,
-            sampler=SeededShuffle(len(dataset), self.train_seed) if train else None,
+            sampler=SeededShuffle(
+                len(dataset), self.train_seed, sample_weights(dataset.frame, self.sources)
+            )
+            if train
+            else None,
             drop_last=train and len(dataset) > self.batch_size,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
@@ -172,7 +201,7 @@ class KvasirSegDataModule(L.LightningDataModule):
         """No val split (``val_fraction: 0`` on a split without one, the final fit on all of
         train): Lightning skips validation and the last epoch's weights are the model."""
         if (
-            self.split_file is not None
+            (self.split_file is not None or self.sources)
             and len(self.datasets["val"]) == 0
             and self.val_fraction <= 0
         ):

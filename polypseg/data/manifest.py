@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import pandas as pd
@@ -71,6 +72,7 @@ class SplitSchema(pa.DataFrameModel):
 
 class ManifestSchema(SampleSchema):
     split: Series[str] = pa.Field(isin=list(SPLITS))
+    source: Optional[Series[str]]  # noqa: UP045 (pandera reads Optional as "column may be absent")
 
 
 def _schema_problems(exc: pa.errors.SchemaErrors, source: str) -> list[str]:
@@ -250,9 +252,11 @@ def attach_split(samples: pd.DataFrame, split: pd.DataFrame, split_source: str) 
     return validate(manifest, ManifestSchema, split_source)
 
 
-def build_manifest(root: str | Path, split_file: str | Path | None) -> pd.DataFrame:
+def build_manifest(
+    root: str | Path, split_file: str | Path | None, allow_empty_masks: bool = False
+) -> pd.DataFrame:
     """Facts + split. Without a split file every sample is a test sample (evaluating a folder)."""
-    samples = scan_samples(root)
+    samples = scan_samples(root, allow_empty_masks=allow_empty_masks)
     if split_file is None:
         return validate(samples.assign(split="test"), ManifestSchema, str(root))
     return attach_split(samples, read_split(split_file), str(split_file))

@@ -9,7 +9,7 @@ resumed at an epoch boundary continues exactly as the uninterrupted one.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -22,6 +22,8 @@ class SeededShuffle(Sampler[tuple[int, int]]):
     Args:
         size: number of samples.
         seed: the run's seed (``seed_everything``).
+        weights: per-sample draw weights: an epoch is then ``size`` draws with replacement
+            (per-source sampling shares); ``None`` = each sample once.
 
     Example:
         >>> sampler = SeededShuffle(4, seed=0)
@@ -30,8 +32,9 @@ class SeededShuffle(Sampler[tuple[int, int]]):
         [0, 1, 2, 3]
     """
 
-    def __init__(self, size: int, seed: int):
+    def __init__(self, size: int, seed: int, weights: Sequence[float] | None = None):
         self.size, self.seed, self.epoch = size, int(seed) % 2**32, 0  # torch takes < 2**63
+        self.weights = None if weights is None else torch.as_tensor(weights, dtype=torch.double)
 
     def set_epoch(self, epoch: int) -> None:
         """Called by Lightning at the start of every training epoch."""
@@ -42,7 +45,10 @@ class SeededShuffle(Sampler[tuple[int, int]]):
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        order = torch.randperm(self.size, generator=generator).tolist()
+        if self.weights is None:
+            order = torch.randperm(self.size, generator=generator).tolist()
+        else:
+            order = torch.multinomial(self.weights, self.size, True, generator=generator).tolist()
         seeds = np.random.SeedSequence([self.seed, self.epoch]).generate_state(self.size)
         return iter(zip(order, (int(s) for s in seeds), strict=True))
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,11 +21,10 @@ import yaml
 from PIL import Image
 
 from polypseg.data.io import atomic_path, list_images, read_mask, read_rgb
+from polypseg.data.roots import resolve_data_dir
 from polypseg.evaluation.papers import PAPER_METRICS, PaperScores, paper_map
 from polypseg.inference.processing import binarize_mask, postprocess, preprocess
 from polypseg.inference.tta import TTA
-
-DATA_DIR_ENV = "POLYPSEG_DATA_DIR"
 
 
 @dataclass
@@ -81,14 +79,6 @@ def samples(test_set: TestSet, data_dir: Path) -> list[tuple[str, Path, Path]]:
             f"missing, e.g. {missing[:3]}"
         )
     return [(n, images[n], masks[n]) for n in names]
-
-
-def default_data_dir() -> Path:
-    """The folder holding ``$POLYPSEG_DATA_ROOT`` (Kvasir-SEG beside the other datasets), or ``data``."""
-    from polypseg.data.datamodule import DATA_ROOT_ENV
-
-    kvasir = os.environ.get(DATA_ROOT_ENV)
-    return Path(kvasir).parent if kvasir else Path("data")
 
 
 def _slug(text: str) -> str:
@@ -233,7 +223,7 @@ def benchmark(
     """
     if not test_sets:
         raise ValueError("no test sets: pass --config configs/benchmark/pranet.yaml (or your own)")
-    data_root = Path(data_dir or os.environ.get(DATA_DIR_ENV) or default_data_dir())
+    data_root = resolve_data_dir(data_dir)
     source = MapSource(model, maps, tta)
     label = f"{model}{' + TTA ' + str(tta) if tta else ''}" if model else f"maps in {maps}"
     out, results = Path(output), {}

@@ -237,6 +237,21 @@ class PolypSegModule(L.LightningModule):
         for name in ("dice", "iou"):
             value = float(np.mean([r[name] for r in records])) if records else float("nan")
             self.log(f"val/{name}", value, prog_bar=name == "dice", batch_size=max(1, len(records)))
+        self._log_per_source("val", records)
+
+    def _log_per_source(self, split: str, records: list[dict]) -> None:
+        """``<split>/dice/<source>`` and ``iou`` of each source of a multi-source DataModule."""
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer else None
+        frame = datamodule.frame(split) if hasattr(datamodule, "frame") else None
+        if frame is None or "source" not in frame or not records:
+            return
+        by_source: dict[str, list[dict]] = {}
+        for record in records:
+            by_source.setdefault(frame.source.iloc[record["index"]], []).append(record)
+        for source, group in sorted(by_source.items()):
+            for name in ("dice", "iou"):
+                value = float(np.mean([r[name] for r in group]))
+                self.log(f"{split}/{name}/{source}", value, batch_size=len(group))
 
     def all_ranks_by_index(self, records: list[dict]) -> list[dict]:
         """``records`` of every rank, one per dataset index (the distributed sampler's padding
@@ -267,6 +282,7 @@ class PolypSegModule(L.LightningModule):
         for name in ("dice", "iou"):
             value = float(np.mean([r[name] for r in records])) if records else float("nan")
             self.log(f"test/{name}", value, batch_size=max(1, len(records)))
+        self._log_per_source("test", records)
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
         """Scores at 256 px and at the original resolution (probabilities resized, then thresholded)."""

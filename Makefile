@@ -33,7 +33,7 @@ lint: setup
 	$(BIN)/hadolint Containerfile
 
 export: setup  ## CKPT -> MODEL (+ int8 and fp16-weight files next to it), parity-checked
-	$(BIN)/polypseg export --ckpt $(CKPT) --out $(MODEL) --int8 true --fp16 true
+	$(BIN)/polypseg export --ckpt_path $(CKPT) --output $(MODEL) --int8 true --fp16 true
 
 serve: setup  ## LitServe API on http://127.0.0.1:8000
 	$(BIN)/polypseg serve --model $(MODEL)

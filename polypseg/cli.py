@@ -120,6 +120,23 @@ def _light_commands(name: str) -> dict:
     return tool_commands()
 
 
+DEPRECATED_FLAGS = {"--root": "--data_root", "--out": "--output", "--ckpt": "--ckpt_path"}
+"""Old flag names of the tool commands, accepted with a warning for one release."""
+
+
+def renamed_flags(argv: list[str]) -> list[str]:
+    """``argv`` with deprecated flag names replaced by the shared ones, each use warned about."""
+    out = []
+    for arg in argv:
+        flag, sep, value = arg.partition("=")
+        if flag in DEPRECATED_FLAGS:
+            new = DEPRECATED_FLAGS[flag]
+            print(f"polypseg: {flag} is deprecated, use {new}", file=sys.stderr)
+            arg = new + sep + value
+        out.append(arg)
+    return out
+
+
 EXPECTED_ERRORS = (ValueError, FileNotFoundError, argparse.ArgumentError)
 """Failures a user causes and can fix: reported in one message, without a traceback."""
 
@@ -132,6 +149,7 @@ def run(argv: list[str]) -> None:
     else:
         from jsonargparse import auto_cli
 
+        argv = renamed_flags(argv)
         auto_cli(_light_commands(argv[0]), args=argv, as_positional=False, exit_on_error=False)
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import mlflow
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 from PIL import Image
@@ -654,3 +655,28 @@ def test_ddp_validate_equals_single_process(run_dir, tiny_root, tmp_path):
         for name, extra in {"single": [], "ddp": DDP}.items()
     }
     assert scores["ddp"] == pytest.approx(scores["single"], abs=1e-6)
+
+
+def test_tool_commands_share_flag_names_and_old_ones_warn(tiny_root, tmp_path, capsys):
+    """--data_root / --output / --ckpt_path everywhere; --root / --out / --ckpt still work, warned."""
+    for command in (["data", "prepare"], ["export"], ["tune-threshold"]):
+        with pytest.raises(SystemExit):
+            main([*command, "--help"])
+        shown = capsys.readouterr().out
+        assert "--output" in shown and "--out " not in shown and "--root " not in shown
+    assert "--ckpt_path" in shown and "--data_root" in shown
+    out = tmp_path / "manifest.csv"
+    main(
+        [
+            "data",
+            "prepare",
+            "--root",
+            str(tiny_root),
+            "--split_file",
+            str(tiny_root / "split.csv"),
+            f"--out={out}",
+        ]
+    )
+    err = capsys.readouterr().err
+    assert "--root is deprecated, use --data_root" in err and "--out is deprecated" in err
+    assert len(pd.read_csv(out)) == 12

@@ -286,15 +286,15 @@ def read_prepared(
     sidecar = path.with_suffix(".json")
     if not path.is_file() or not sidecar.is_file():
         raise DataValidationError(
-            [f"{path}: no prepared manifest; run `polypseg data prepare --out {path}` first"]
+            [f"{path}: no prepared manifest; run `polypseg data prepare --output {path}` first"]
         )
     recorded = json.loads(sidecar.read_text()).get("fingerprint")
     if recorded != fingerprint(root, split_file):
         raise DataValidationError(
             [
                 f"{path}: written for other data than {root} with {split_file} (files or split "
-                f"changed since); re-run `polypseg data prepare --root {root} --split_file "
-                f"{split_file} --out {path}`"
+                f"changed since); re-run `polypseg data prepare --data_root {root} --split_file "
+                f"{split_file} --output {path}`"
             ]
         )
     return read_manifest(path)

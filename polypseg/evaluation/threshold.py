@@ -88,8 +88,8 @@ def carry_settings(ckpt: str, out: Path, settings_from: str) -> dict:
 
 
 def tune_threshold(
-    ckpt: str,
-    out: str | None = None,
+    ckpt_path: str,
+    output: str | None = None,
     data_root: str | None = None,
     thresholds: list[float] | None = None,
     settings_from: str | None = None,
@@ -100,6 +100,7 @@ def tune_threshold(
     instead of sweeping (for a final fit with ``val_fraction: 0``, which has no val)."""
     from polypseg.inference.onnx import datamodule_from_checkpoint, load_module
 
+    ckpt, out = ckpt_path, output
     out_path = Path(out or Path(ckpt).with_name(Path(ckpt).stem + "-tuned.ckpt"))
     if settings_from is not None:
         return carry_settings(ckpt, out_path, settings_from)

@@ -340,8 +340,8 @@ def resized_pairs(
 
 
 def export_checkpoint(
-    ckpt: str,
-    out: str = "models/polypseg.onnx",
+    ckpt_path: str,
+    output: str = "models/polypseg.onnx",
     data_root: str | None = None,
     int8: bool = False,
     fp16: bool = False,
@@ -352,13 +352,14 @@ def export_checkpoint(
     calibration_method: str = "minmax",
     keep_ends: bool = False,
 ) -> dict:
-    """Export ``ckpt`` to ``out`` (+ ``*.int8.onnx`` with ``int8``, ``*.fp16.onnx`` with ``fp16``:
+    """Export ``ckpt_path`` to ``output`` (+ ``*.int8.onnx`` with ``int8``, ``*.fp16.onnx`` with ``fp16``:
     float16 weights, float32 arithmetic); parity-checked on real val images.
 
     ``calibration_method`` and ``keep_ends`` tune the int8 quantization (see :func:`quantize_int8`).
     A final fit without val is checked on training images (past the calibration ones when there are
     enough), and its metadata says so (``train/dice``).
     """
+    ckpt, out = ckpt_path, output
     module = load_module(ckpt)
     datamodule = datamodule_from_checkpoint(ckpt, data_root)
     split = datamodule.check_split

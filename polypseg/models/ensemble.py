@@ -1,6 +1,6 @@
 """Several trained networks as one: the mean of their logits (nnU-Net averages its folds the same way).
 
-``polypseg ensemble --ckpt '[a.ckpt,b.ckpt]' --out ens.ckpt`` writes an ordinary polypseg
+``polypseg ensemble --ckpt_path '[a.ckpt,b.ckpt]' --output ens.ckpt`` writes an ordinary polypseg
 checkpoint whose network is an ``Ensemble``; ``tune-threshold``, ``test``, ``export``, ``serve`` and
 the demo then treat it like any other model (one ONNX file, one threshold tuned for the average).
 """
@@ -59,12 +59,13 @@ def _without_download(network: dict) -> dict:
     return {**network, "init_args": init_args}
 
 
-def ensemble_checkpoints(ckpt: list[str], out: str, image_size: int | None = None) -> dict:
+def ensemble_checkpoints(ckpt_path: list[str], output: str, image_size: int | None = None) -> dict:
     """Combine trained checkpoints into one ensemble checkpoint (threshold reset to 0.5: tune it
     on val with ``polypseg tune-threshold``). ``image_size`` defaults to the first member's; every
     member then sees inputs of that size.
 
     Members must share normalisation (mean/std); data settings come from the first member."""
+    ckpt, out = ckpt_path, output
     if len(ckpt) < 2:
         raise ValueError(f"ensemble needs at least two checkpoints, got {len(ckpt)}")
     paths = [Path(c) for c in ckpt]

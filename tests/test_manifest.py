@@ -225,7 +225,7 @@ def test_header_only_split_refused_and_good_manifest_kept(fresh_copy, tmp_path):
     from polypseg.data.commands import prepare
 
     out = tmp_path / "manifest.csv"
-    prepare(root=str(fresh_copy), split_file=str(fresh_copy / "split.csv"), out=str(out))
+    prepare(data_root=str(fresh_copy), split_file=str(fresh_copy / "split.csv"), output=str(out))
     good = out.read_bytes()
     empty = tmp_path / "empty.csv"
     empty.write_text("name,split\n")
@@ -251,7 +251,7 @@ def test_training_reads_the_prepared_manifest_and_refuses_a_stale_one(
 
     out = tmp_path / "manifest.csv"
     split = fresh_copy / "split.csv"
-    prepare(root=str(fresh_copy), split_file=str(split), out=str(out))
+    prepare(data_root=str(fresh_copy), split_file=str(split), output=str(out))
 
     def no_rescan(*args, **kwargs):
         raise AssertionError("the prepared manifest was not used: everything was decoded again")

@@ -147,7 +147,19 @@ def test_fit_and_test_on_two_real_sources_log_per_source_metrics(tmp_path, tiny_
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
     monkeypatch.setenv("POLYPSEG_DATA_DIR", str(data_dir))
     common = ["--config", SMOKE, "--config", str(sources), "--data.limit_per_split", "8"]
-    main(["fit", *common, "--data.val_fraction", "0.5", "--trainer.limit_val_batches", "1.0"])
+    # explicit: MLFlowLogger's default URI is the environment's when lightning was first imported
+    tracking = f"--trainer.logger.init_args.tracking_uri=sqlite:///{tmp_path}/mlflow.db"
+    main(
+        [
+            "fit",
+            *common,
+            tracking,
+            "--data.val_fraction",
+            "0.5",
+            "--trainer.limit_val_batches",
+            "1.0",
+        ]
+    )
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
     run = mlflow.search_runs(experiment_names=["polypseg-smoke"], output_format="list")[0]
     assert {"val/dice", "val/dice/kvasir", "val/dice/clinicdb", "val/iou/clinicdb"} <= set(

@@ -18,6 +18,8 @@ from polypseg.data.acquire import (
 
 from conftest import KVASIR
 
+pytestmark = pytest.mark.data  # reads images from ../shared/data
+
 
 @pytest.fixture(scope="module")
 def official_zip(tmp_path_factory):

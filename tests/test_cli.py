@@ -21,6 +21,8 @@ from polypseg.data.io import read_gray
 
 from conftest import REPO
 
+pytestmark = pytest.mark.data  # reads images from ../shared/data
+
 SMOKE = str(REPO / "configs" / "smoke.yaml")
 
 

@@ -13,6 +13,8 @@ from polypseg.data.datamodule import KvasirSegDataModule
 from polypseg.data.dataset import load_resized
 from polypseg.data.manifest import build_manifest
 
+pytestmark = pytest.mark.data  # reads images from ../shared/data
+
 
 def test_cache_is_built_once_and_reused(tiny_root, tmp_path):
     manifest = build_manifest(tiny_root, tiny_root / "split.csv")

@@ -19,6 +19,8 @@ from playwright.sync_api import sync_playwright
 
 from test_serving import BIN, flat_png, free_port, start
 
+pytestmark = pytest.mark.data  # reads images from ../shared/data
+
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 FLAGS = [
     "--no-sandbox",

@@ -7,9 +7,12 @@ import os
 import shutil
 import subprocess
 
+import pytest
 import yaml
 
 from conftest import REPO
+
+pytestmark = pytest.mark.data  # reads images from ../shared/data
 
 BIN = REPO / ".venv" / "bin"
 

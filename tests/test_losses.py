@@ -11,6 +11,8 @@ from polypseg.inference.processing import resize_mask
 from polypseg.models.losses import DiceBCELoss, StructureLoss, soft_dice_per_image
 from tests.conftest import KVASIR, real_names
 
+pytestmark = pytest.mark.data  # reads images from ../shared/data
+
 
 @pytest.fixture(scope="module")
 def real_masks() -> torch.Tensor:

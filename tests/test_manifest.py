@@ -18,6 +18,8 @@ from polypseg.data.manifest import (
     write_manifest,
 )
 
+pytestmark = pytest.mark.data  # reads images from ../shared/data
+
 
 def first(root, sub="images"):
     return sorted((root / sub).glob("*.jpg"))[0]

@@ -9,6 +9,8 @@ import torch.nn.functional as F
 from polypseg.models.module import PolypSegModule
 from polypseg.models.networks import SegmentationNetwork
 
+pytestmark = pytest.mark.data  # reads images from ../shared/data
+
 
 def small(**kwargs) -> PolypSegModule:
     torch.manual_seed(0)

@@ -5,9 +5,12 @@ from __future__ import annotations
 import os
 
 import nbformat
+import pytest
 from nbclient import NotebookClient
 
 from conftest import KVASIR, REPO
+
+pytestmark = pytest.mark.data  # reads images from ../shared/data
 
 
 def test_exploration_notebook_executes(monkeypatch):

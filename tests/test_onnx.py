@@ -15,6 +15,8 @@ from polypseg.inference.processing import postprocess, preprocess, resize_probab
 
 from conftest import KVASIR
 
+pytestmark = pytest.mark.data  # reads images from ../shared/data
+
 
 def test_single_file_with_metadata(tiny_onnx):
     assert not list(tiny_onnx.parent.glob("*.data"))  # no external-data sidecar

@@ -18,6 +18,8 @@ from polypseg.evaluation.papers import PaperScores, paper_map
 
 from conftest import KVASIR, REPO
 
+pytestmark = pytest.mark.data  # reads images from ../shared/data
+
 DATA = KVASIR.parent
 REFERENCE = REPO.parent / "shared" / "reference" / "pranet-maps"
 CLINICDB_TEST = REPO / "data" / "splits" / "clinicdb_pranet_550_62.csv"

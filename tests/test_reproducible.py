@@ -17,7 +17,7 @@ from conftest import REPO
 
 SMOKE = str(REPO / "configs" / "smoke.yaml")
 POLYPSEG = str(REPO / ".venv" / "bin" / "polypseg")
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.data, pytest.mark.slow]
 
 
 def fit(work: Path, tiny_root: Path, *extra: str) -> subprocess.CompletedProcess:

@@ -19,6 +19,8 @@ from PIL import Image
 from conftest import KVASIR, REPO
 from test_serving import free_port, start
 
+pytestmark = pytest.mark.data  # reads images from ../shared/data
+
 EXPORT = ["export", "--frozen", "--only-group", "serve", "--no-emit-project"]
 """The Containerfile's ``uv export`` arguments; a test below holds the two together."""
 

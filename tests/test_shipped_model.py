@@ -11,6 +11,8 @@ from polypseg.inference.processing import binarize_mask
 
 from conftest import KVASIR, PRANET_SPLIT, REPO, real_names
 
+pytestmark = pytest.mark.data  # reads images from ../shared/data
+
 SHIPPED = REPO / "models" / "polypseg.onnx"
 FAST = REPO / "models" / "polypseg-192.fp16.onnx"  # the <= 15 ms model (configs/unet-192.yaml)
 # the ensemble: two seeds of configs/unet.yaml refit (60 epochs) on all 900 train images, averaged;

@@ -22,6 +22,8 @@ from polypseg.data.splits import carve_validation, group_split
 
 from conftest import KVASIR, REPO
 
+pytestmark = pytest.mark.data  # reads images from ../shared/data
+
 CLINICDB = KVASIR.parent / "cvc-clinicdb"
 SPLITS = REPO / "data" / "splits"
 SMOKE = str(REPO / "configs" / "smoke.yaml")

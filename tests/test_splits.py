@@ -15,6 +15,8 @@ from polypseg.data.splits import carve_validation, crossing_pairs, make_split, w
 
 from conftest import OUR_SPLIT, copy_samples, real_names
 
+pytestmark = pytest.mark.data  # reads images from ../shared/data
+
 
 @pytest.fixture(scope="module")
 def forty(tmp_path_factory):

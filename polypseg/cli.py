@@ -32,6 +32,7 @@ USAGE = """usage: polypseg COMMAND [options]
   infer            ONNX model over a folder of images -> masks at original resolution
   tune-threshold   pick the mask threshold on the validation split, store it in a checkpoint
   ensemble         several checkpoints -> one checkpoint averaging their logits
+  tune             Optuna study of `polypseg fit` trials (pruned, MLflow-logged, RDB-shared)
   serve | demo     LitServe HTTP API | Gradio demo page
 Each command takes --help."""
 
@@ -40,8 +41,12 @@ DEBUG_ENV = "POLYPSEG_DEBUG"
 SCORING_COMMANDS = ("validate", "test", "predict")
 
 
-def lightning_main(args: list[str] | None = None):
-    """LightningCLI over PolypSegModule and KvasirSegDataModule."""
+def lightning_main(
+    args: list[str] | None = None, extra_callbacks: list | None = None, run: bool = True
+):
+    """LightningCLI over PolypSegModule and KvasirSegDataModule; ``extra_callbacks`` are added to
+    the configured ones (a sweep's pruning callback); ``run=False`` (args without a subcommand)
+    only builds trainer, model and data."""
     from lightning.pytorch.cli import LightningCLI
 
     from polypseg.callbacks.config_logging import SaveConfigToMLflow
@@ -54,6 +59,8 @@ def lightning_main(args: list[str] | None = None):
             parser.link_arguments("data.image_size", "model.image_size")
 
         def before_instantiate_classes(self) -> None:
+            if self.subcommand is None:
+                return
             config = self.config[self.subcommand]
             if self.subcommand in SCORING_COMMANDS and not config.get("ckpt_path"):
                 raise ValueError(
@@ -69,7 +76,9 @@ def lightning_main(args: list[str] | None = None):
         save_config_kwargs={"overwrite": True},
         auto_configure_optimizers=False,
         parser_kwargs={"exit_on_error": False},
+        trainer_defaults={"callbacks": list(extra_callbacks)} if extra_callbacks else None,
         args=args,
+        run=run,
     )
 
 
@@ -85,8 +94,10 @@ def tool_commands() -> dict:
     from polypseg.models.ensemble import ensemble_checkpoints
     from polypseg.serving.api import serve
     from polypseg.serving.demo import demo
+    from polypseg.sweeps.study import tune
 
     return {
+        "tune": tune,
         "data": {
             "download": data.download,
             "import": data.import_dataset,
@@ -150,6 +161,11 @@ def run(argv: list[str]) -> None:
         from jsonargparse import auto_cli
 
         argv = renamed_flags(argv)
+        if argv[0] == "tune":  # jsonargparse owns --config; tune's are the fit configs
+            argv = [
+                a.replace("--config", "--fit_config+", 1) if a.startswith("--config") else a
+                for a in argv
+            ]
         auto_cli(_light_commands(argv[0]), args=argv, as_positional=False, exit_on_error=False)
 
 

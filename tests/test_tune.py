@@ -36,6 +36,9 @@ def test_two_workers_share_one_study_and_the_best_config_retrains(tmp_path, tiny
         yaml.safe_dump(
             {
                 "trainer": {"max_epochs": 2, "limit_train_batches": 2},
+                "model": {
+                    "optimizer": {"class_path": "torch.optim.AdamW", "init_args": {"lr": 0.002}}
+                },
                 "data": {"split_file": str(tiny_root / "split.csv")},
             }
         )
@@ -51,6 +54,12 @@ def test_two_workers_share_one_study_and_the_best_config_retrains(tmp_path, tiny
     command = [str(BIN / "polypseg"), "tune", "--config", SMOKE, "--config", "short.yaml"]
     command += ["--space", "space.yaml", "--n_trials", "2", "--prune", "false"]
     command += ["--storage", f"sqlite:///{tmp_path}/study.db", "--study_name", "two-workers"]
+    # a team's stores exist before its workers start (the schemas are not created twice at once)
+    mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
+    mlflow.MlflowClient().search_experiments()
+    optuna.create_study(
+        storage=f"sqlite:///{tmp_path}/study.db", study_name="two-workers", direction="maximize"
+    )
     workers = [
         subprocess.Popen([*command, "--output", f"w{i}"], cwd=tmp_path, env=env) for i in (1, 2)
     ]
@@ -59,7 +68,6 @@ def test_two_workers_share_one_study_and_the_best_config_retrains(tmp_path, tiny
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert len(done) == 4
     assert len({t.user_attrs["worker"] for t in done}) == 2  # both workers contributed
-    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
     runs = mlflow.search_runs(experiment_names=["polypseg-tune"], output_format="list")
     parents = [r for r in runs if r.data.tags.get("role") == "parent"]
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId")]
@@ -77,7 +85,8 @@ def test_two_workers_share_one_study_and_the_best_config_retrains(tmp_path, tiny
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("POLYPSEG_DATA_ROOT", str(tiny_root))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/retrain.db")
-    main(["fit", "--config", SMOKE, "--config", "short.yaml", "--config", str(best_yaml)])
+    retrain = f"--trainer.logger.init_args.tracking_uri=sqlite:///{tmp_path}/retrain.db"
+    main(["fit", "--config", SMOKE, "--config", "short.yaml", "--config", str(best_yaml), retrain])
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/retrain.db")
     (run,) = mlflow.search_runs(experiment_names=["polypseg-smoke"], output_format="list")
     history = mlflow.MlflowClient().get_metric_history(run.info.run_id, "val/dice")

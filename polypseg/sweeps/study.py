@@ -136,10 +136,7 @@ def tune(
         _own_folder(cli.trainer, Path(output) / f"trial-{trial.number}")
         cli.trainer.fit(cli.model, datamodule=cli.datamodule)
         pruning.check_pruned()
-        history = trial.intermediate_values
-        if not history:
-            raise ValueError(f"trial {trial.number}: no '{monitor}' was logged; check --monitor")
-        return max(history.values()) if direction == "maximize" else min(history.values())
+        return _score(cli.trainer, monitor, trial.number)
 
     study.optimize(objective, n_trials=n_trials)
     best = study.best_trial
@@ -160,6 +157,21 @@ def tune(
         "best_params": best.params,
         "best_config": str(out / "best.yaml"),
     }
+
+
+def _score(trainer, monitor: str, number: int) -> float:
+    """The run's best ``monitor`` (its checkpoint callback's, when that watches it) or last."""
+    checkpoint = trainer.checkpoint_callback
+    if (
+        checkpoint is not None
+        and checkpoint.monitor == monitor
+        and checkpoint.best_model_score is not None
+    ):
+        return float(checkpoint.best_model_score)
+    value = trainer.callback_metrics.get(monitor)
+    if value is None:
+        raise ValueError(f"trial {number}: no '{monitor}' was logged; check --monitor")
+    return float(value)
 
 
 def _own_folder(trainer, folder: Path) -> None:

@@ -1,7 +1,7 @@
 """Multi-scale training (PraNet, Polyp-PVT): every training batch is resized by one scale drawn
 per batch, so the network sees polyps at more sizes than the fixed input side gives it.
 
-Kept free of albumentations so the GPU sweep (``benchmarks/sweep``) uses the same function.
+Kept free of albumentations: plain torch on a batch, cheap on the accelerator.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ from polypseg.data.splits import crossing_pairs, group_split, make_split, write_
 def download(
     data_root: str | None = None, url: str = acquire.OFFICIAL_URL, sha256: str | None = None
 ) -> str:
-    """Download the official Kvasir-SEG archive into DATA_ROOT (default $POLYPSEG_DATA_DATA_ROOT or data/kvasir-seg)."""
+    """Download the official Kvasir-SEG archive into DATA_ROOT (default $POLYPSEG_DATA_ROOT or data/kvasir-seg)."""
     return str(acquire.download(resolve_data_root(data_root), url, sha256))
 
 

@@ -233,25 +233,27 @@ class PolypSegModule(L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         """Per-image val means over every rank's images, each counted once (DDP pads)."""
-        records = self.all_ranks_by_index(self.val_records)
-        for name in ("dice", "iou"):
-            value = float(np.mean([r[name] for r in records])) if records else float("nan")
-            self.log(f"val/{name}", value, prog_bar=name == "dice", batch_size=max(1, len(records)))
-        self._log_per_source("val", records)
+        self._log_means("val", self.all_ranks_by_index(self.val_records))
 
-    def _log_per_source(self, split: str, records: list[dict]) -> None:
-        """``<split>/dice/<source>`` and ``iou`` of each source of a multi-source DataModule."""
+    def _log_means(self, split: str, records: list[dict]) -> None:
+        """Per-image means of ``<split>/dice`` and ``iou`` over ``records``, and
+        ``<split>/<name>/<source>`` for each source of a multi-source DataModule."""
+        groups = {"": records}
         datamodule = getattr(self._trainer, "datamodule", None) if self._trainer else None
         frame = datamodule.frame(split) if hasattr(datamodule, "frame") else None
-        if frame is None or "source" not in frame or not records:
-            return
-        by_source: dict[str, list[dict]] = {}
-        for record in records:
-            by_source.setdefault(frame.source.iloc[record["index"]], []).append(record)
-        for source, group in sorted(by_source.items()):
+        if frame is not None and "source" in frame:
+            for record in records:
+                source = frame.source.iloc[record["index"]]
+                groups.setdefault(f"/{source}", []).append(record)
+        for suffix, group in sorted(groups.items()):
             for name in ("dice", "iou"):
-                value = float(np.mean([r[name] for r in group]))
-                self.log(f"{split}/{name}/{source}", value, batch_size=len(group))
+                value = float(np.mean([r[name] for r in group])) if group else float("nan")
+                self.log(
+                    f"{split}/{name}{suffix}",
+                    value,
+                    prog_bar=split == "val" and name == "dice" and not suffix,
+                    batch_size=max(1, len(group)),
+                )
 
     def all_ranks_by_index(self, records: list[dict]) -> list[dict]:
         """``records`` of every rank, one per dataset index (the distributed sampler's padding
@@ -278,11 +280,7 @@ class PolypSegModule(L.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         """Per-image means over the whole test split (the report's numbers, on every rank)."""
-        records = self.gather_test_records()
-        for name in ("dice", "iou"):
-            value = float(np.mean([r[name] for r in records])) if records else float("nan")
-            self.log(f"test/{name}", value, batch_size=max(1, len(records)))
-        self._log_per_source("test", records)
+        self._log_means("test", self.gather_test_records())
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
         """Scores at 256 px and at the original resolution (probabilities resized, then thresholded)."""

@@ -30,19 +30,22 @@ test: setup  ## the whole test suite
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 	$(BIN)/hadolint Containerfile
 
 export: setup  ## CKPT -> MODEL (+ int8 and fp16-weight files next to it), parity-checked
 	$(BIN)/polypseg export --ckpt_path $(CKPT) --output $(MODEL) --int8 true --fp16 true
 
 serve: setup  ## LitServe API on http://127.0.0.1:8000
-	$(BIN)/polypseg serve --model $(MODEL)
+	$(BIN)/polypseg serve --onnx $(MODEL)
 
 demo: setup  ## Gradio page on http://127.0.0.1:7860
-	$(BIN)/polypseg demo --model $(MODEL)
+	$(BIN)/polypseg demo --onnx $(MODEL)
 
-repro: setup  ## data -> train -> evaluate -> export with DVC
-	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dvc repro
+repro: setup  ## data -> train -> evaluate -> export with DVC (data_root: params.yaml, or $$POLYPSEG_DATA_ROOT)
+	@if [ -n "$$POLYPSEG_DATA_ROOT" ]; then \
+	  PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dvc exp run --set-param data_root="$$POLYPSEG_DATA_ROOT"; \
+	else PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dvc repro; fi
 
 benchmarks: setup
 	$(BIN)/python benchmarks/latency.py

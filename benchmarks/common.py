@@ -5,10 +5,11 @@ from __future__ import annotations
 import os
 import platform
 import statistics
-import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+from polypseg.runtime import provenance
 
 
 def data_root() -> Path:
@@ -30,12 +31,7 @@ def machine() -> str:
 
 
 def git_sha() -> str:
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
-        ).stdout.strip()
-    except OSError:
-        return "unknown"
+    return provenance.git_sha()[:7]
 
 
 def time_call(fn: Callable[[], object], runs: int, warmup: int = 5) -> dict[str, float]:

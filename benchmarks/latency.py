@@ -20,10 +20,11 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from polypseg.inference.onnx import export_onnx, quantize_int8
-from polypseg.inference.predictor import OnnxPredictor
+from polypseg.export.onnx import export_onnx
+from polypseg.export.quantize import quantize_int8
 from polypseg.models.module import PolypSegModule
 from polypseg.models.networks import SegmentationNetwork
+from polypseg.runtime.predictor import OnnxPredictor
 
 from common import data_root, git_sha, machine, time_call
 
@@ -142,7 +143,7 @@ def main() -> None:
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     torch.set_num_threads(2)
-    from polypseg.data.io import read_rgb
+    from polypseg.runtime.io import read_rgb
 
     kvasir = data_root() / "images"
     calib = (
@@ -153,7 +154,7 @@ def main() -> None:
             for i in range(16)
         ]
     )
-    from polypseg.inference.processing import resize_image
+    from polypseg.runtime.processing import resize_image
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

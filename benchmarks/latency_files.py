@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from polypseg.inference.predictor import OnnxPredictor
+from polypseg.runtime.predictor import OnnxPredictor
 
 from common import git_sha, machine
 

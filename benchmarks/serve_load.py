@@ -25,8 +25,8 @@ from pathlib import Path
 import requests
 from PIL import Image
 
-from polypseg.data.io import read_rgb
-from polypseg.inference.predictor import OnnxPredictor
+from polypseg.runtime.io import read_rgb
+from polypseg.runtime.predictor import OnnxPredictor
 
 from common import data_root, git_sha, machine
 
@@ -46,7 +46,7 @@ def start_server(model: str, max_batch_size: int) -> tuple[subprocess.Popen, str
         [
             str(exe if exe.exists() else "polypseg"),
             "serve",
-            f"--model={model}",
+            f"--onnx={model}",
             f"--port={port}",
             f"--max_batch_size={max_batch_size}",
             "--batch_timeout=0.005",

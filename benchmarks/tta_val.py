@@ -11,7 +11,7 @@ import json
 import time
 
 from polypseg.evaluation.threshold import sweep, val_probabilities
-from polypseg.inference.onnx import datamodule_from_checkpoint, load_module
+from polypseg.models.checkpoints import load_datamodule, load_module
 
 
 def main() -> None:
@@ -19,7 +19,7 @@ def main() -> None:
     parser.add_argument("--ckpt", required=True)
     args = parser.parse_args()
     module = load_module(args.ckpt)
-    datamodule = datamodule_from_checkpoint(args.ckpt)
+    datamodule = load_datamodule(args.ckpt)
     threshold = module.processing.threshold
     result = {}
     for tta in (False, "flips", "d4"):

@@ -3,7 +3,7 @@
 ``fit | validate | test | predict`` are LightningCLI (YAML configs, ``class_path``/``init_args``);
 ``data``, ``export``, ``evaluate``, ``compare``, ``infer``, ``tune-threshold``, ``ensemble``, ``serve`` and
 ``demo`` are plain functions exposed with jsonargparse, each living in the package folder of its step.
-Heavy imports happen inside the branch that needs them, so ``polypseg serve`` starts without loading Lightning.
+Only the command being run is imported, so ``serve``, ``infer`` and ``evaluate`` start without torch.
 
 Expected failures (bad data, a bad option, a refused checkpoint) print one short message naming the
 file or option, the rule and the fix, and exit with status 2; ``--debug`` (or ``POLYPSEG_DEBUG=1``)
@@ -13,6 +13,7 @@ shows the traceback instead.
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 
@@ -82,56 +83,49 @@ def lightning_main(
     )
 
 
-def tool_commands() -> dict:
-    """Name -> function of the non-Lightning subcommands (imported only when one is run)."""
-    from polypseg.data import commands as data
-    from polypseg.evaluation.benchmark import benchmark
-    from polypseg.evaluation.compare import compare
-    from polypseg.evaluation.evaluate import evaluate
-    from polypseg.evaluation.threshold import tune_threshold
-    from polypseg.inference.infer import infer
-    from polypseg.inference.onnx import export_checkpoint
-    from polypseg.models.ensemble import ensemble_checkpoints
-    from polypseg.serving.api import serve
-    from polypseg.serving.demo import demo
-    from polypseg.sweeps.study import tune
-
-    return {
-        "tune": tune,
-        "data": {
-            "download": data.download,
-            "import": data.import_dataset,
-            "prepare": data.prepare,
-            "split": data.split,
-            "audit": data.audit,
-            "sequences": data.sequences,
-        },
-        "export": export_checkpoint,
-        "evaluate": evaluate,
-        "benchmark": benchmark,
-        "compare": compare,
-        "infer": infer,
-        "tune-threshold": tune_threshold,
-        "ensemble": ensemble_checkpoints,
-        "serve": serve,
-        "demo": demo,
-    }
+TOOL_COMMANDS = {
+    "tune": "polypseg.sweeps.study:tune",
+    "data": {
+        "download": "polypseg.data.commands:download",
+        "import": "polypseg.data.commands:import_dataset",
+        "prepare": "polypseg.data.commands:prepare",
+        "split": "polypseg.data.commands:split",
+        "audit": "polypseg.data.commands:audit",
+        "sequences": "polypseg.data.commands:sequences",
+    },
+    "export": "polypseg.export.pipeline:export_checkpoint",
+    "evaluate": "polypseg.evaluation.evaluate:evaluate",
+    "benchmark": "polypseg.evaluation.benchmark:benchmark",
+    "compare": "polypseg.evaluation.compare:compare",
+    "infer": "polypseg.runtime.infer:infer",
+    "tune-threshold": "polypseg.evaluation.threshold:tune_threshold",
+    "ensemble": "polypseg.models.ensemble:ensemble_checkpoints",
+    "serve": "polypseg.serving.api:serve",
+    "demo": "polypseg.serving.demo:demo",
+}
+"""The non-Lightning subcommands: name -> ``module:function``, each in the package of its step."""
 
 
-def _light_commands(name: str) -> dict:
-    """Serving commands without importing training code (fast start, small workers)."""
-    if name == "serve":
-        from polypseg.serving.api import serve
-
-        return {"serve": serve}
-    if name == "demo":
-        from polypseg.serving.demo import demo
-
-        return {"demo": demo}
-    return tool_commands()
+def _load(target: str | dict):
+    if isinstance(target, dict):
+        return {name: _load(t) for name, t in target.items()}
+    module, _, function = target.partition(":")
+    return getattr(importlib.import_module(module), function)
 
 
-DEPRECATED_FLAGS = {"--root": "--data_root", "--out": "--output", "--ckpt": "--ckpt_path"}
+def tool_commands(name: str | None = None) -> dict:
+    """Name -> function of the tool commands; with ``name``, only that one is imported, so
+    ``serve``, ``infer`` and ``evaluate`` start without the training stack."""
+    chosen = {name: TOOL_COMMANDS[name]} if name in TOOL_COMMANDS else TOOL_COMMANDS
+    return {command: _load(target) for command, target in chosen.items()}
+
+
+DEPRECATED_FLAGS = {
+    "--root": "--data_root",
+    "--out": "--output",
+    "--ckpt": "--ckpt_path",
+    "--model": "--onnx",  # LightningCLI's --model is the LightningModule; the ONNX file is --onnx
+}
 """Old flag names of the tool commands, accepted with a warning for one release."""
 
 
@@ -166,7 +160,7 @@ def run(argv: list[str]) -> None:
                 a.replace("--config", "--fit_config+", 1) if a.startswith("--config") else a
                 for a in argv
             ]
-        auto_cli(_light_commands(argv[0]), args=argv, as_positional=False, exit_on_error=False)
+        auto_cli(tool_commands(argv[0]), args=argv, as_positional=False, exit_on_error=False)
 
 
 def main(argv: list[str] | None = None) -> None:

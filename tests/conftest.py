@@ -93,8 +93,8 @@ def tiny_module():
 
 @pytest.fixture(scope="session")
 def resized_real_images(tiny_root):
-    from polypseg.data.io import read_gray, read_rgb
-    from polypseg.inference.processing import resize_image, resize_mask
+    from polypseg.runtime.io import read_gray, read_rgb
+    from polypseg.runtime.processing import resize_image, resize_mask
 
     paths = sorted((tiny_root / "images").glob("*.jpg"))
     return [
@@ -105,7 +105,7 @@ def resized_real_images(tiny_root):
 
 @pytest.fixture(scope="session")
 def tiny_onnx(tmp_path_factory, tiny_module, resized_real_images) -> Path:
-    from polypseg.inference.onnx import export_onnx
+    from polypseg.export.onnx import export_onnx
 
     path = tmp_path_factory.mktemp("onnx") / "tiny.onnx"
     export_onnx(tiny_module, path, [im for im, _ in resized_real_images[:4]])

@@ -17,7 +17,7 @@ import yaml
 from PIL import Image
 
 from polypseg.cli import main
-from polypseg.data.io import read_gray
+from polypseg.runtime.io import read_gray
 
 from conftest import REPO
 
@@ -162,7 +162,7 @@ def test_tune_threshold_then_export_and_infer(run_dir, tiny_root, monkeypatch, c
     )
     assert 0.2 <= threshold <= 0.8
     cli(run_dir, tiny_root, monkeypatch, "export", "--ckpt=tuned.ckpt", "--out=exported/model.onnx")
-    from polypseg.inference.predictor import OnnxPredictor
+    from polypseg.runtime.predictor import OnnxPredictor
 
     predictor = OnnxPredictor(run_dir / "exported" / "model.onnx")
     assert predictor.processing.threshold == pytest.approx(threshold)
@@ -172,7 +172,7 @@ def test_tune_threshold_then_export_and_infer(run_dir, tiny_root, monkeypatch, c
         tiny_root,
         monkeypatch,
         "infer",
-        "--model=exported/model.onnx",
+        "--onnx=exported/model.onnx",
         f"--input={tiny_root / 'images'}",
         "--output=infer_out",
     )
@@ -240,7 +240,7 @@ def test_final_fit_on_all_of_train_inherits_val_chosen_settings(
             "--max_dice_drop=1",
         ]
     )
-    from polypseg.inference.predictor import OnnxPredictor
+    from polypseg.runtime.predictor import OnnxPredictor
 
     for reduced in ("final/model.int8.onnx", "final/model.fp16.onnx"):
         meta = OnnxPredictor(reduced).metadata
@@ -268,7 +268,7 @@ def test_final_fit_on_all_of_train_inherits_val_chosen_settings(
     untuned = run_dir / "checkpoints" / "smoke" / "last.ckpt"
     del tuned["hyper_parameters"]["fill_holes"]
     torch.save(tuned, source)
-    with pytest.raises(ValueError, match=r"settings.ckpt: hyper_parameters lack \['fill_holes'\]"):
+    with pytest.raises(ValueError, match=r"settings.ckpt: hyper_parameters lacks \['fill_holes'\]"):
         main(["tune-threshold", f"--ckpt={untuned}", "--out=bad.ckpt", f"--settings_from={source}"])
     assert not Path("bad.ckpt").exists()
 
@@ -413,8 +413,8 @@ def test_ensemble_checkpoint_tests_and_exports_like_any_model(
     """`polypseg ensemble` averages members' logits in one checkpoint that test and export take."""
     import torch
 
-    from polypseg.inference.onnx import load_module
-    from polypseg.inference.predictor import OnnxPredictor
+    from polypseg.models.checkpoints import load_module
+    from polypseg.runtime.predictor import OnnxPredictor
 
     last = run_dir / "checkpoints" / "smoke" / "last.ckpt"
     other = torch.load(last, weights_only=False)
@@ -471,7 +471,7 @@ def test_deep_supervision_overlay_trains_and_ships_a_plain_model(tmp_path, tiny_
     import onnx
     import torch
 
-    from polypseg.inference.onnx import load_module
+    from polypseg.models.checkpoints import load_module
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("POLYPSEG_DATA_ROOT", str(tiny_root))
@@ -682,3 +682,16 @@ def test_tool_commands_share_flag_names_and_old_ones_warn(tiny_root, tmp_path, c
     err = capsys.readouterr().err
     assert "--root is deprecated, use --data_root" in err and "--out is deprecated" in err
     assert len(pd.read_csv(out)) == 12
+
+
+def test_onnx_file_flag_does_not_collide_with_lightning_model(capsys):
+    """The ONNX file is --onnx in every tool command (--model is LightningCLI's LightningModule);
+    the old --model still works there, warned."""
+    for command in ("evaluate", "benchmark", "infer", "serve", "demo"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        shown = capsys.readouterr().out
+        assert "--onnx" in shown and "--model " not in shown, command
+    with pytest.raises(FileNotFoundError, match=r"missing\.onnx: no such ONNX model"):
+        main(["infer", "--model", "missing.onnx", "--input", "nowhere"])  # understood: --onnx
+    assert "--model is deprecated, use --onnx" in capsys.readouterr().err

@@ -53,7 +53,7 @@ def demo(tiny_onnx, tmp_path_factory):
     os.environ["TMPDIR"], old = str(temp), os.environ.get("TMPDIR")
     try:
         process = start(
-            [str(BIN / "polypseg"), "demo", f"--model={tiny_onnx}", f"--port={port}"],
+            [str(BIN / "polypseg"), "demo", f"--onnx={tiny_onnx}", f"--port={port}"],
             tmp_path_factory.mktemp("demo-cwd"),
             url,
         )

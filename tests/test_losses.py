@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from polypseg.data.io import read_gray
-from polypseg.inference.processing import resize_mask
 from polypseg.models.losses import DiceBCELoss, StructureLoss, soft_dice_per_image
+from polypseg.runtime.io import read_gray
+from polypseg.runtime.processing import resize_mask
 from tests.conftest import KVASIR, real_names
 
 pytestmark = pytest.mark.data  # reads images from ../shared/data

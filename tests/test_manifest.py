@@ -155,7 +155,7 @@ def test_manifest_write_is_atomic_and_round_trips(tiny_root, tmp_path):
 
 
 def test_sixteen_bit_image_is_scaled_not_clipped(fresh_copy):
-    from polypseg.data.io import read_rgb
+    from polypseg.runtime.io import read_rgb
 
     image = first(fresh_copy)
     gray = np.asarray(Image.open(image).convert("L"))
@@ -197,7 +197,7 @@ def test_empty_masks_pass_where_a_source_declares_them(fresh_copy):
 
 
 def test_exif_rotated_image_is_aligned_with_its_mask(fresh_copy):
-    from polypseg.data.io import read_mask, read_rgb
+    from polypseg.runtime.io import read_mask, read_rgb
 
     image = first(fresh_copy)
     upright = np.asarray(Image.open(image).convert("RGB"))

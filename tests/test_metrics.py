@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from polypseg.evaluation.metrics import hd95, image_scores, overlap_scores
 from polypseg.evaluation.report import summarize
+from polypseg.runtime.metrics import hd95, image_scores, overlap_scores
 
 
 def masks(*pairs):
@@ -79,7 +79,7 @@ def test_batch_scores_are_per_image():
 
 def test_hd95_edge_cases():
     pred, target = masks((TOP, TOP), (TOP, BOTTOM), (None, TOP), (None, None), (TOP, TOP2))
-    distances = hd95(pred, target).tolist()
+    distances = [hd95(p.numpy(), t.numpy()) for p, t in zip(pred, target, strict=True)]
     assert distances[0] == 0.0
     assert distances[1] == pytest.approx(
         5.0
@@ -106,7 +106,7 @@ def test_bootstrap_interval_brackets_the_mean():
 
 
 def test_clean_mask_removes_small_components_and_fills_holes():
-    from polypseg.inference.processing import clean_mask
+    from polypseg.runtime.processing import clean_mask
 
     mask = np.zeros((100, 100), np.uint8)
     mask[10:60, 10:60] = 1
@@ -116,3 +116,55 @@ def test_clean_mask_removes_small_components_and_fills_holes():
     cleaned = clean_mask(mask, min_component=0.001, fill_holes=True)
     assert cleaned[90:92, 90:92].sum() == 0 and cleaned[30:35, 30:35].all()
     assert cleaned.sum() == 50 * 50
+
+
+def ellipse_masks(seed: int, count: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Pairs of random, non-empty blob masks of random sizes."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    pairs = []
+    while len(pairs) < count:
+        h, w = (int(v) for v in rng.integers(16, 96, 2))
+        masks_ = []
+        for _ in range(2):
+            m = np.zeros((h, w), np.uint8)
+            for _ in range(int(rng.integers(1, 3))):
+                centre = (int(rng.integers(0, w)), int(rng.integers(0, h)))
+                axes = (int(rng.integers(1, w // 2)), int(rng.integers(1, h // 2)))
+                cv2.ellipse(m, centre, axes, float(rng.uniform(0, 180)), 0, 360, 1, -1)
+            masks_.append(m)
+        if all(m.any() for m in masks_):
+            pairs.append(tuple(masks_))
+    return pairs
+
+
+def test_metrics_equal_the_libraries_they_stand_for():
+    """One numpy/torch definition, held to torchmetrics (overlap) and MONAI (HD95)."""
+    import warnings
+
+    from monai.metrics import compute_hausdorff_distance
+    from torchmetrics.functional.classification import binary_precision, binary_specificity
+    from torchmetrics.functional.segmentation import dice_score, mean_iou
+
+    for pred, target in ellipse_masks(0, 40):
+        p, t = (
+            torch.from_numpy(pred)[None, None].long(),
+            torch.from_numpy(target)[None, None].long(),
+        )
+        ours = image_scores(pred, target)
+        one_hot = {"num_classes": 1, "input_format": "one-hot"}
+        reference = {
+            "dice": dice_score(p, t, average="none", aggregation_level="samplewise", **one_hot),
+            "iou": mean_iou(p, t, per_class=True, **one_hot),
+            "precision": binary_precision(p[:, 0], t[:, 0], multidim_average="samplewise"),
+            "specificity": binary_specificity(p[:, 0], t[:, 0], multidim_average="samplewise"),
+        }
+        for name, value in reference.items():
+            assert ours[name] == pytest.approx(float(value.flatten()[0]), abs=1e-6), name
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            monai = compute_hausdorff_distance(p, t, include_background=True, percentile=95)
+        assert ours["hd95"] == pytest.approx(float(monai[0, 0]), abs=1e-3)
+        on_torch = overlap_scores(torch.from_numpy(pred)[None], torch.from_numpy(target)[None])
+        assert float(on_torch["dice"][0]) == pytest.approx(ours["dice"], abs=1e-6)

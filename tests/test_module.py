@@ -144,7 +144,7 @@ def test_deep_supervision_trains_every_head_and_exports_only_final_logits(
 ):
     from monai.losses import DeepSupervisionLoss
 
-    from polypseg.inference.onnx import export_onnx
+    from polypseg.export.onnx import export_onnx
     from polypseg.models.losses import StructureLoss
 
     module = deeply_supervised(DeepSupervisionLoss(StructureLoss())).train()

@@ -8,10 +8,11 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from polypseg.data.io import read_rgb
-from polypseg.inference.onnx import ExportError, export_onnx, quantize_int8, store_fp16
-from polypseg.inference.predictor import OnnxPredictor
-from polypseg.inference.processing import postprocess, preprocess, resize_probabilities
+from polypseg.export.onnx import ExportError, export_onnx
+from polypseg.export.quantize import quantize_int8, store_fp16
+from polypseg.runtime.io import read_rgb
+from polypseg.runtime.predictor import OnnxPredictor
+from polypseg.runtime.processing import postprocess, preprocess, resize_probabilities
 
 from conftest import KVASIR
 
@@ -129,8 +130,8 @@ def test_frozen_graph_pads_inside_convolutions_same_outputs(
     """timm's TF-"same" pads and smp's upsampling sizes are computed from `Shape` at run time;
     the export freezes them for its fixed image size: pads move into the Conv nodes, Resize gets
     constant scales, the batch axis stays dynamic and the outputs do not change."""
-    from polypseg.inference.onnx import export_graph
-    from polypseg.inference.processing import to_network_input
+    from polypseg.export.onnx import export_graph
+    from polypseg.runtime.processing import to_network_input
 
     net = tiny_module.inference_network()
     raw, frozen = tmp_path / "raw.onnx", tmp_path / "frozen.onnx"
@@ -163,12 +164,12 @@ def test_frozen_graph_pads_inside_convolutions_same_outputs(
 def test_size_arithmetic_stays_exact_in_int8(tiny_module, resized_real_images, tmp_path):
     """In a graph that still computes pads from the input size in float ops (not frozen), those
     nodes must not be quantized, or the int8 model pads by wrong amounts."""
-    from polypseg.inference.graph import size_arithmetic_nodes
-    from polypseg.inference.onnx import _set_metadata, build_metadata, export_graph
+    from polypseg.export.graph import size_arithmetic_nodes
+    from polypseg.export.onnx import build_metadata, export_graph, write_metadata
 
     raw = tmp_path / "raw.onnx"
     export_graph(tiny_module.inference_network(), raw, 64, freeze=False)
-    _set_metadata(raw, build_metadata(tiny_module))
+    write_metadata(raw, build_metadata(tiny_module))
     fp32_graph = onnx.load(str(raw)).graph
     sizes = set(size_arithmetic_nodes(fp32_graph))
     assert {"Shape", "Ceil"} <= {n.op_type for n in fp32_graph.node if n.name in sizes}
@@ -232,7 +233,7 @@ def test_int8_percentile_calibration_keeps_end_convolutions_fp32(
 def test_onnx_tta_matches_the_pytorch_tta(tiny_module, tiny_onnx, resized_real_images, mode):
     """`OnnxPredictor(tta=...)` (evaluate/infer) averages the same views in logit space as the
     module's ttach TTA (`polypseg test --model.tta true|d4`): four flips, or the eight D4 views."""
-    from polypseg.inference.processing import to_network_input
+    from polypseg.runtime.processing import to_network_input
 
     batch = to_network_input([im for im, _ in resized_real_images[:3]])
     plain = OnnxPredictor(tiny_onnx)

@@ -139,7 +139,7 @@ def test_benchmark_of_the_shipped_model_writes_maps_table_and_negatives(tmp_path
     path = tmp_path / "two.yaml"
     path.write_text(yaml.safe_dump(config))
     summary = main_and_read(
-        tmp_path, f"--model={REPO / 'models' / 'polypseg-192.fp16.onnx'}", f"--config={path}"
+        tmp_path, f"--onnx={REPO / 'models' / 'polypseg-192.fp16.onnx'}", f"--config={path}"
     )
     clinic, negatives = summary["test_sets"]["cvc-clinicdb"], summary["test_sets"]["neg"]
     maps = sorted((tmp_path / "out" / "cvc-clinicdb" / "maps").glob("*.png"))

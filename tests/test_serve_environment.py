@@ -71,7 +71,7 @@ def test_serve_environment_serves_the_shipped_model(serve_venv, tmp_path):
         [
             str(serve_venv / "bin" / "polypseg"),
             "serve",
-            f"--model={REPO / 'models' / 'polypseg.onnx'}",
+            f"--onnx={REPO / 'models' / 'polypseg.onnx'}",
             f"--port={port}",
         ],
         tmp_path,

@@ -75,7 +75,7 @@ def server(tiny_onnx, tmp_path_factory):
         [
             str(BIN / "polypseg"),
             "serve",
-            f"--model={tiny_onnx}",
+            f"--onnx={tiny_onnx}",
             f"--port={port}",
             "--max_upload_mb=2",
         ],
@@ -332,7 +332,7 @@ def test_still_healthy_after_bad_requests_and_info(server):
 def test_sigkill_of_the_server_stops_its_workers(tiny_onnx, tmp_path):
     port = free_port()
     process = start(
-        [str(BIN / "polypseg"), "serve", f"--model={tiny_onnx}", f"--port={port}"],
+        [str(BIN / "polypseg"), "serve", f"--onnx={tiny_onnx}", f"--port={port}"],
         tmp_path,
         f"http://127.0.0.1:{port}/health",
     )

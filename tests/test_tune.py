@@ -91,3 +91,53 @@ def test_two_workers_share_one_study_and_the_best_config_retrains(tmp_path, tiny
     (run,) = mlflow.search_runs(experiment_names=["polypseg-smoke"], output_format="list")
     history = mlflow.MlflowClient().get_metric_history(run.info.run_id, "val/dice")
     assert max(m.value for m in history) == pytest.approx(best.value, abs=1e-4)
+
+
+def test_a_trial_below_the_median_is_pruned_and_stops_early(tmp_path, tiny_root, monkeypatch):
+    """Five finished trials that scored a perfect val Dice every epoch: a real trial falls below
+    their median at its second validation, the Lightning pruning callback stops its fit there and
+    the study records it as pruned (its MLflow run kept, its epochs cut short)."""
+    (tmp_path / "long.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "trainer": {"max_epochs": 5, "limit_train_batches": 1},
+                "model": {
+                    "optimizer": {"class_path": "torch.optim.AdamW", "init_args": {"lr": 0.002}}
+                },
+                "data": {"split_file": str(tiny_root / "split.csv")},
+            }
+        )
+    )
+    (tmp_path / "space.yaml").write_text(
+        "model.optimizer.init_args.lr: {type: float, low: 1.0e-4, high: 1.0e-2, log: true}\n"
+    )
+    storage = f"sqlite:///{tmp_path}/study.db"
+    study = optuna.create_study(storage=storage, study_name="prune", direction="maximize")
+    lr = optuna.distributions.FloatDistribution(1e-4, 1e-2, log=True)
+    for _ in range(5):  # MedianPruner's startup trials
+        study.add_trial(
+            optuna.trial.create_trial(
+                params={"model.optimizer.init_args.lr": 1e-3},
+                distributions={"model.optimizer.init_args.lr": lr},
+                value=1.0,
+                intermediate_values={epoch: 1.0 for epoch in range(5)},
+            )
+        )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("POLYPSEG_DATA_ROOT", str(tiny_root))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    study_args = ["--storage", storage, "--study_name", "prune", "--n_trials", "1"]
+    main(["tune", "--config", SMOKE, "--config", "long.yaml", "--space", "space.yaml", *study_args])
+    trial = optuna.load_study(study_name="prune", storage=storage).trials[-1]
+    assert trial.state == optuna.trial.TrialState.PRUNED
+    assert sorted(trial.intermediate_values) == [
+        0,
+        1,
+    ]  # stopped at the first epoch it may be pruned
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
+    (run,) = [
+        r
+        for r in mlflow.search_runs(experiment_names=["polypseg-tune"], output_format="list")
+        if r.data.tags.get("optuna_trial") == str(trial.number)
+    ]
+    assert len(mlflow.MlflowClient().get_metric_history(run.info.run_id, "val/dice")) == 2

@@ -5,7 +5,7 @@ from __future__ import annotations
 from lightning.pytorch.cli import SaveConfigCallback
 from lightning.pytorch.loggers import MLFlowLogger
 
-from polypseg.callbacks.report import git_sha
+from polypseg.runtime.provenance import git_sha
 
 
 class SaveConfigToMLflow(SaveConfigCallback):

@@ -7,7 +7,7 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 
-from polypseg.inference.onnx import export_onnx
+from polypseg.export.onnx import export_onnx
 
 
 class OnnxExport(L.Callback):

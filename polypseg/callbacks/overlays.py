@@ -10,7 +10,7 @@ import torch
 from lightning.pytorch.loggers import MLFlowLogger
 from PIL import Image
 
-from polypseg.evaluation.overlays import grid, triptych
+from polypseg.runtime.overlays import grid, triptych
 
 
 class ValidationOverlays(L.Callback):

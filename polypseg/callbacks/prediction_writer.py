@@ -8,7 +8,7 @@ import lightning as L
 from lightning.pytorch.callbacks import BasePredictionWriter
 from PIL import Image
 
-from polypseg.inference.processing import postprocess
+from polypseg.runtime.processing import postprocess
 
 
 class MaskWriter(BasePredictionWriter):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 import time
 from pathlib import Path
 
@@ -11,16 +10,8 @@ import pandas as pd
 from lightning.pytorch.loggers import MLFlowLogger
 
 from polypseg.evaluation.report import MANIFEST_COLUMNS, write_report
-from polypseg.inference.tta import tta_mode
-
-
-def git_sha() -> str:
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+from polypseg.runtime.provenance import git_sha
+from polypseg.runtime.tta import tta_mode
 
 
 class TestReport(L.Callback):

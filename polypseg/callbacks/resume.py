@@ -10,11 +10,11 @@ from pathlib import Path
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
-from polypseg.data.io import atomic_path
+from polypseg.runtime.io import atomic_path
 
 log = logging.getLogger(__name__)
 ORPHANS = ".*.ckpt.*.tmp"
-"""Temp files :func:`polypseg.data.io.atomic_path` leaves when a checkpoint write is killed."""
+"""Temp files :func:`polypseg.runtime.io.atomic_path` leaves when a checkpoint write is killed."""
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -16,7 +16,7 @@ import urllib.request
 import zipfile
 from pathlib import Path
 
-from polypseg.data.io import sha256_file
+from polypseg.runtime.io import sha256_file
 
 OFFICIAL_URL = "https://datasets.simula.no/downloads/kvasir-seg.zip"
 CITATION = (

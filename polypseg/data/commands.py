@@ -5,13 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from polypseg.data import acquire
-from polypseg.data.datamodule import DEFAULT_SPLIT
 from polypseg.data.duplicates import same_frame_pairs
-from polypseg.data.io import atomic_path, list_images
 from polypseg.data.manifest import build_manifest, read_split, scan_samples, write_manifest
-from polypseg.data.roots import resolve_data_root
+from polypseg.data.roots import DEFAULT_SPLIT, resolve_data_root
 from polypseg.data.sequences import read_groups, recover_sequences
 from polypseg.data.splits import crossing_pairs, group_split, make_split, write_split
+from polypseg.runtime.io import atomic_path, list_images
 
 
 def download(
@@ -42,7 +41,7 @@ def prepare(
 
 def split(
     data_root: str | None = None,
-    output: str = DEFAULT_SPLIT,
+    output: str = "data/splits/kvasir_seg_70_15_15.csv",
     seed: int = 42,
     fractions: tuple[float, float, float] = (0.7, 0.15, 0.15),
     sequences_file: str | None = None,

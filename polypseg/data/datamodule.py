@@ -13,15 +13,13 @@ from torch.utils.data import DataLoader
 
 from polypseg.data.augment import compose, default_train_transforms
 from polypseg.data.dataset import SegmentationDataset, collate, load_resized
-from polypseg.data.manifest import SPLITS, build_manifest, read_prepared
+from polypseg.data.manifest import SPLITS
 from polypseg.data.multiscale import rescale_batch
-from polypseg.data.roots import resolve_data_dir, resolve_data_root
+from polypseg.data.roots import DEFAULT_SPLIT, resolve_data_dir, resolve_data_root
 from polypseg.data.sampling import SeededShuffle, step_choice
-from polypseg.data.sources import Source, merged_manifest, sample_weights
-from polypseg.data.splits import carve_validation
+from polypseg.data.sources import Source, folder_manifest, merged_manifest, sample_weights
 
 log = logging.getLogger(__name__)
-DEFAULT_SPLIT = "data/splits/kvasir_seg_70_15_15.csv"
 
 
 class KvasirSegDataModule(L.LightningDataModule):
@@ -130,15 +128,9 @@ class KvasirSegDataModule(L.LightningDataModule):
         if self.sources:
             manifest = merged_manifest(self.sources, self.data_dir, self.val_fraction, self.seed)
             return self._limit(manifest)
-        if self.manifest_file:
-            manifest = read_prepared(self.manifest_file, self.root, self.split_file)
-        else:
-            manifest = build_manifest(self.root, self.split_file)
-        if self.split_file is not None:
-            carved = carve_validation(
-                manifest[["name", "split"]], manifest, self.val_fraction, self.seed
-            )
-            manifest = manifest.assign(split=carved.split.to_numpy())
+        manifest = folder_manifest(
+            self.root, self.split_file, self.val_fraction, self.seed, self.manifest_file
+        )
         return self._limit(manifest)
 
     def _limit(self, manifest: pd.DataFrame) -> pd.DataFrame:

@@ -20,8 +20,8 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-from polypseg.data.io import atomic_path, read_mask, read_rgb
-from polypseg.inference.processing import binarize_mask, resize_image, resize_mask, to_network_input
+from polypseg.runtime.io import atomic_path, read_mask, read_rgb
+from polypseg.runtime.processing import binarize_mask, resize_image, resize_mask, to_network_input
 
 log = logging.getLogger(__name__)
 CACHE_VERSION = 2  # 2: EXIF orientation applied, 16-bit scaled, 0/1 masks

@@ -17,7 +17,7 @@ import pandas as pd
 import pandera.pandas as pa
 from pandera.typing import Series
 
-from polypseg.data.io import (
+from polypseg.runtime.io import (
     ImageReadError,
     atomic_path,
     list_images,
@@ -25,7 +25,7 @@ from polypseg.data.io import (
     read_rgb,
     sha256_file,
 )
-from polypseg.inference.processing import MASK_THRESHOLD_U8
+from polypseg.runtime.processing import MASK_THRESHOLD_U8
 
 SPLITS = ("train", "val", "test")
 MAX_AMBIGUOUS_MASK_FRACTION = 0.01

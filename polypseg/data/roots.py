@@ -1,4 +1,4 @@
-"""Where datasets live: the one owner of the data-root rules every command follows.
+"""Where datasets live: the one owner of the data-root rules (and default split) every command follows.
 
 * a data root is one dataset's folder (``images/`` + ``masks/``): ``--data_root``, else
   ``$POLYPSEG_DATA_ROOT``, else ``data/kvasir-seg``;
@@ -15,6 +15,8 @@ from pathlib import Path
 DATA_ROOT_ENV = "POLYPSEG_DATA_ROOT"
 DATA_DIR_ENV = "POLYPSEG_DATA_DIR"
 DEFAULT_DATA_ROOT = "data/kvasir-seg"
+DEFAULT_SPLIT = "data/splits/kvasir_pranet_900_100.csv"
+"""The one default split of every command: the polyp papers' Kvasir-SEG 900/100 (the recipe's)."""
 
 
 def resolve_data_root(data_root: str | Path | None) -> Path:

@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from polypseg.data.io import read_rgb
+from polypseg.runtime.io import read_rgb
 
 
 def frame_descriptor(path: str | Path) -> np.ndarray:
@@ -62,7 +62,7 @@ def segment(features: np.ndarray, count: int) -> list[int]:
     for k in range(count, 0, -1):
         end = back[k, end]
         cuts.append(end)
-    return sorted(cuts)
+    return sorted(int(c) for c in cuts)
 
 
 def recover_sequences(images: Sequence[str | Path], count: int) -> list[int]:

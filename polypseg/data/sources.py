@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from polypseg.data.manifest import ManifestSchema, build_manifest, validate
+from polypseg.data.manifest import ManifestSchema, build_manifest, read_prepared, validate
 from polypseg.data.sequences import read_groups
 from polypseg.data.splits import carve_validation
 
@@ -54,6 +54,25 @@ class Source:
             )
         if self.weight is not None and self.weight <= 0:
             raise ValueError(f"data.sources[{self.name}].weight must be > 0, got {self.weight}")
+
+
+def folder_manifest(
+    root: Path,
+    split_file: str | None,
+    val_fraction: float,
+    seed: int,
+    manifest_file: str | None = None,
+) -> pd.DataFrame:
+    """One dataset folder's validated manifest (from ``manifest_file`` when prepared), with val
+    carved out of train as training carves it; the single-source DataModule and ``evaluate`` use it."""
+    if manifest_file:
+        manifest = read_prepared(manifest_file, root, split_file)
+    else:
+        manifest = build_manifest(root, split_file)
+    if split_file is not None:
+        carved = carve_validation(manifest[["name", "split"]], manifest, val_fraction, seed)
+        manifest = manifest.assign(split=carved.split.to_numpy())
+    return manifest
 
 
 def source_manifest(source: Source, data_dir: Path, val_fraction: float, seed: int) -> pd.DataFrame:

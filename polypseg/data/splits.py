@@ -7,11 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import GroupShuffleSplit, train_test_split
 
 from polypseg.data.duplicates import groups, same_frame_pairs
-from polypseg.data.io import atomic_path
 from polypseg.data.manifest import SplitSchema, size_bins, validate
+from polypseg.runtime.io import atomic_path
 
 
 def make_split(
@@ -29,6 +28,8 @@ def make_split(
     frame = frame.assign(group=groups(len(frame), pairs), size_bin=size_bins(frame.mask_fraction))
     heads = frame.drop_duplicates("group")
     train_f, val_f, test_f = fractions
+    from sklearn.model_selection import train_test_split  # here: scoring never needs sklearn/scipy
+
     train_g, rest_g = train_test_split(
         heads.group, train_size=train_f, stratify=heads.size_bin, random_state=seed
     )
@@ -68,6 +69,8 @@ def carve_validation(
     """
     if (split.split == "val").any() or fraction <= 0 or not (split.split == "train").any():
         return split
+    from sklearn.model_selection import GroupShuffleSplit, train_test_split
+
     train = manifest[manifest.name.isin(split.name[split.split == "train"])]
     if groups is not None:
         labels = train.name.map(groups).fillna(train.name)  # an ungrouped frame is its own group

@@ -20,11 +20,12 @@ import numpy as np
 import yaml
 from PIL import Image
 
-from polypseg.data.io import atomic_path, list_images, read_mask, read_rgb
 from polypseg.data.roots import resolve_data_dir
 from polypseg.evaluation.papers import PAPER_METRICS, PaperScores, paper_map
-from polypseg.inference.processing import binarize_mask, postprocess, preprocess
-from polypseg.inference.tta import TTA
+from polypseg.evaluation.report import resamples
+from polypseg.runtime.io import atomic_path, list_images, read_mask, read_rgb
+from polypseg.runtime.processing import binarize_mask, postprocess, preprocess
+from polypseg.runtime.tta import TTA
 
 
 @dataclass
@@ -90,11 +91,11 @@ class MapSource:
 
     def __init__(self, model: str | None, maps: str | None, tta=False):
         if (model is None) == (maps is None):
-            raise ValueError("give exactly one of --model (ONNX file) or --maps (folder of maps)")
+            raise ValueError("give exactly one of --onnx (ONNX file) or --maps (folder of maps)")
         self.maps = Path(maps) if maps else None
         self.predictor = None
         if model:
-            from polypseg.inference.predictor import OnnxPredictor
+            from polypseg.runtime.predictor import OnnxPredictor
 
             self.predictor = OnnxPredictor(model, tta=tta)
 
@@ -149,13 +150,11 @@ def score_set(test_set: TestSet, data_dir: Path, source: MapSource, out: Path) -
 def interval_table(papers: PaperScores, rows: list[dict], draws: int = 1000) -> dict:
     """Each metric with its 95 % percentile bootstrap interval (images resampled, seed 0)."""
     point = {**papers.results(), "dice": float(np.mean([r["dice"] for r in rows]))}
-    rng = np.random.default_rng(0)
-    samples_ = []
-    for _ in range(draws):
-        pick = rng.integers(0, len(rows), len(rows))
-        samples_.append(
-            {**papers.results(pick), "dice": float(np.mean([rows[i]["dice"] for i in pick]))}
-        )
+    dice = np.array([r["dice"] for r in rows])
+    samples_ = [
+        {**papers.results(pick), "dice": float(dice[pick].mean())}
+        for pick in resamples(len(rows), draws)
+    ]
     return {
         k: {
             "value": v,
@@ -194,7 +193,7 @@ def markdown(results: dict, label: str) -> str:
 
 def benchmark(
     test_sets: list[TestSet] | None = None,
-    model: str | None = None,
+    onnx: str | None = None,
     maps: str | None = None,
     tta: TTA = False,
     data_dir: str | None = None,
@@ -202,16 +201,16 @@ def benchmark(
     against: str | None = None,
     mlflow_log: bool = False,
 ) -> dict:
-    """Score ``model`` (ONNX) or ``maps`` (``<maps>/<key>/<name>.png``, any method's 8-bit maps)
+    """Score ``onnx`` (an exported file) or ``maps`` (``<maps>/<key>/<name>.png``, any method's 8-bit maps)
     on every test set; write maps, per-image CSVs, ``results.json``/``.csv``/``.md``
     under ``output`` and print the table.
 
     Args:
         test_sets: the sets to score (from ``--config configs/benchmark/pranet.yaml``, or
             :func:`read_test_sets` in Python).
-        model: an exported polypseg ONNX file.
+        onnx: an exported polypseg ONNX file.
         maps: a folder of 8-bit prediction maps, one subfolder per test set key.
-        tta: ``true``/``flips`` or ``d4`` views averaged (model only).
+        tta: ``true``/``flips`` or ``d4`` views averaged (onnx only).
         data_dir: folder the test sets' roots are relative to.
         output: report folder.
         against: another benchmark's output folder (same test sets): the paired meanDic
@@ -219,13 +218,13 @@ def benchmark(
         mlflow_log: also log the numbers and files as an MLflow run.
 
     Example:
-        ``polypseg benchmark --model models/polypseg.onnx --config configs/benchmark/pranet.yaml``
+        ``polypseg benchmark --onnx models/polypseg.onnx --config configs/benchmark/pranet.yaml``
     """
     if not test_sets:
         raise ValueError("no test sets: pass --config configs/benchmark/pranet.yaml (or your own)")
     data_root = resolve_data_dir(data_dir)
-    source = MapSource(model, maps, tta)
-    label = f"{model}{' + TTA ' + str(tta) if tta else ''}" if model else f"maps in {maps}"
+    source = MapSource(onnx, maps, tta)
+    label = f"{onnx}{' + TTA ' + str(tta) if tta else ''}" if onnx else f"maps in {maps}"
     out, results = Path(output), {}
     for test_set in test_sets:
         if maps and not (Path(maps) / test_set.key).is_dir():

@@ -8,10 +8,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from polypseg.data.io import atomic_path
-from polypseg.evaluation.metrics import overlap_scores
-from polypseg.inference.processing import clean_mask
-from polypseg.models.checkpoints import load_checkpoint
+from polypseg.models.checkpoints import (
+    MODULE_KEY,
+    load_checkpoint,
+    load_datamodule,
+    load_module,
+    save_checkpoint,
+    settings,
+    with_settings,
+)
+from polypseg.runtime.metrics import overlap_scores
+from polypseg.runtime.processing import clean_mask
 
 
 def val_probabilities(module, datamodule, batch: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
@@ -44,37 +51,15 @@ def sweep_cleanup(prob: torch.Tensor, mask: torch.Tensor, threshold: float) -> d
     return scores
 
 
-SETTINGS = ("threshold", "min_component", "fill_holes")
-"""What inference takes from a tuned checkpoint besides the weights."""
-
-
-def write_settings(ckpt: str, out: Path, values: dict) -> None:
-    """Copy ``ckpt`` to ``out`` (atomically) with ``values`` as buffers and hyper-parameters."""
-    checkpoint = load_checkpoint(ckpt)
-    for key, value in values.items():
-        checkpoint["state_dict"][key] = torch.tensor(value)
-        checkpoint["hyper_parameters"][key] = value
-    with atomic_path(out) as tmp:
-        torch.save(checkpoint, tmp)
-
-
 def read_settings(path: str) -> dict:
     """The inference settings a tuned checkpoint (``hyper_parameters``) or an exported model
     (``processing`` metadata) carries; the exported model is often all that is kept of a run."""
     if Path(path).suffix == ".onnx":
-        from polypseg.inference.predictor import OnnxPredictor
+        from polypseg.runtime.predictor import OnnxPredictor
 
-        source, where = (
-            OnnxPredictor(path, threads=1).metadata["processing"],
-            "its processing metadata",
-        )
-    else:
-        source = load_checkpoint(path).get("hyper_parameters", {})
-        where = "hyper_parameters"
-    missing = [k for k in SETTINGS if k not in source]
-    if missing:
-        raise ValueError(f"{path}: {where} lack {missing}; is it a tuned checkpoint?")
-    return {k: source[k] for k in SETTINGS}
+        metadata = OnnxPredictor(path, threads=1).metadata["processing"]
+        return settings(metadata, f"{path}: its processing metadata")
+    return settings(load_checkpoint(path)[MODULE_KEY], f"{path}: hyper_parameters")
 
 
 def carry_settings(ckpt: str, out: Path, settings_from: str) -> dict:
@@ -82,7 +67,7 @@ def carry_settings(ckpt: str, out: Path, settings_from: str) -> dict:
     model): a final fit on all of train has no val to tune on, so it inherits what val chose for
     the same recipe."""
     values = read_settings(settings_from)
-    write_settings(ckpt, out, values)
+    save_checkpoint(with_settings(load_checkpoint(ckpt), values), out)
     print(f"{settings_from} -> {values}; wrote {out}")
     return {**values, "settings_from": settings_from, "checkpoint": str(out)}
 
@@ -98,15 +83,13 @@ def tune_threshold(
     (default ``*-tuned.ckpt``). Clean-up stays off unless it gains more than 0.001 val mDice.
     ``settings_from``: copy threshold and clean-up from that tuned checkpoint or exported ``.onnx``
     instead of sweeping (for a final fit with ``val_fraction: 0``, which has no val)."""
-    from polypseg.inference.onnx import datamodule_from_checkpoint, load_module
-
     ckpt, out = ckpt_path, output
     out_path = Path(out or Path(ckpt).with_name(Path(ckpt).stem + "-tuned.ckpt"))
     if settings_from is not None:
         return carry_settings(ckpt, out_path, settings_from)
     thresholds = thresholds or [round(t, 2) for t in np.arange(0.2, 0.81, 0.05)]
     module = load_module(ckpt)
-    datamodule = datamodule_from_checkpoint(ckpt, data_root)
+    datamodule = load_datamodule(ckpt, data_root)
     if len(datamodule.datasets["val"]) == 0:
         raise ValueError(
             f"{ckpt}: its data has no val split (a final fit, val_fraction 0) to tune on; "
@@ -121,7 +104,7 @@ def tune_threshold(
         choice = "0.0:False"
     min_component, fill_holes = float(choice.split(":")[0]), choice.endswith("True")
     values = {"threshold": float(best), "min_component": min_component, "fill_holes": fill_holes}
-    write_settings(ckpt, out_path, values)
+    save_checkpoint(with_settings(load_checkpoint(ckpt), values), out_path)
     result = {
         **values,
         "val_dice": cleanup[choice],

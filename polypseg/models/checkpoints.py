@@ -1,8 +1,13 @@
-"""THE loader of checkpoint files a user passes: tensors and plain containers only, never code.
+"""THE owner of what a polypseg checkpoint is: read safely, write atomically, carry tuned settings.
 
-``torch.load(weights_only=False)`` runs whatever a pickle says; a checkpoint downloaded from
-somewhere would run its payload inside ``tune-threshold`` or ``ensemble``. Every polypseg command
-reads checkpoints through :func:`load_checkpoint` (Lightning's own loads are weights-only too).
+A polypseg checkpoint is a Lightning checkpoint: ``state_dict`` (weights and the inference-setting
+buffers), the module's hyper-parameters (the YAML it was built from) and the DataModule's. Every
+command reads, writes and rebuilds checkpoints through this module, so the layout lives in one place.
+
+Files a user passes are never unpickled with code execution: ``torch.load(weights_only=False)``
+runs whatever a pickle says, so a downloaded checkpoint could run its payload inside
+``tune-threshold`` or ``ensemble``. :func:`load_checkpoint` loads tensors and plain containers only
+(Lightning's own ``--ckpt_path`` loads are weights-only too).
 """
 
 from __future__ import annotations
@@ -10,7 +15,18 @@ from __future__ import annotations
 import pickle
 from pathlib import Path
 
+import lightning as L
 import torch
+
+from polypseg.runtime.io import atomic_path
+
+SETTINGS = ("threshold", "min_component", "fill_holes")
+"""Inference settings a checkpoint carries besides the weights, chosen on val (``tune-threshold``);
+each is both a module buffer (restored by ``--ckpt_path``) and a hyper-parameter (read without
+building the module)."""
+
+MODULE_KEY = L.LightningModule.CHECKPOINT_HYPER_PARAMS_KEY
+DATA_KEY = L.LightningDataModule.CHECKPOINT_HYPER_PARAMS_KEY
 
 
 class CheckpointError(ValueError):
@@ -28,8 +44,8 @@ def load_checkpoint(path: str | Path) -> dict:
             unpickling with code execution could build (refused, nothing is run).
 
     Example:
-        >>> ckpt = load_checkpoint("models/polypseg.ckpt")  # doctest: +SKIP
-        >>> ckpt["hyper_parameters"]["image_size"]  # doctest: +SKIP
+        >>> ckpt = load_checkpoint("models/polypseg.ckpt")
+        >>> ckpt["hyper_parameters"]["image_size"]
         256
     """
     path = Path(path)
@@ -48,3 +64,78 @@ def load_checkpoint(path: str | Path) -> dict:
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise CheckpointError(f"{path}: not a Lightning checkpoint (no state_dict)")
     return checkpoint
+
+
+def save_checkpoint(checkpoint: dict, path: str | Path) -> Path:
+    """Write ``checkpoint`` to ``path`` atomically: a crash never leaves half a file there."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        torch.save(checkpoint, tmp)
+    return path
+
+
+def build_checkpoint(
+    state_dict: dict, module_hparams: dict, datamodule_hparams: dict, **extra
+) -> dict:
+    """A checkpoint from parts (an ensemble, say), in the layout ``load_from_checkpoint`` reads."""
+    return {
+        "epoch": 0,
+        "global_step": 0,
+        "pytorch-lightning_version": L.__version__,
+        "state_dict": state_dict,
+        MODULE_KEY: module_hparams,
+        L.LightningModule.CHECKPOINT_HYPER_PARAMS_NAME: "kwargs",
+        DATA_KEY: datamodule_hparams,
+        L.LightningDataModule.CHECKPOINT_HYPER_PARAMS_NAME: "kwargs",
+        **extra,
+    }
+
+
+def settings(values: dict, source: str) -> dict:
+    """The inference settings (:data:`SETTINGS`) in ``values``: a checkpoint's hyper-parameters or
+    an exported model's ``processing`` metadata (``source`` names it in the error)."""
+    missing = [k for k in SETTINGS if k not in values]
+    if missing:
+        raise CheckpointError(f"{source} lacks {missing}; is it a tuned checkpoint or its export?")
+    return {k: values[k] for k in SETTINGS}
+
+
+def with_settings(checkpoint: dict, values: dict) -> dict:
+    """``checkpoint`` carrying ``values`` (threshold, clean-up) as buffers and hyper-parameters
+    alike, so the module built from it and a reader of its hyper-parameters agree."""
+    unknown = set(values) - set(SETTINGS)
+    if unknown:
+        raise ValueError(f"not inference settings: {sorted(unknown)}; valid: {list(SETTINGS)}")
+    state = {**checkpoint["state_dict"], **{k: torch.tensor(v) for k, v in values.items()}}
+    return {**checkpoint, "state_dict": state, MODULE_KEY: {**checkpoint[MODULE_KEY], **values}}
+
+
+def load_module(path: str | Path):
+    """The :class:`~polypseg.models.module.PolypSegModule` of a checkpoint, on the CPU, in eval mode.
+
+    Example:
+        >>> module = load_module("models/polypseg.ckpt")
+        >>> round(float(module.threshold), 2)
+        0.35
+    """
+    from polypseg.models.module import PolypSegModule
+
+    load_checkpoint(path)  # refuses a missing or code-carrying file with a clear message
+    return PolypSegModule.load_from_checkpoint(path, map_location="cpu").eval()
+
+
+def load_datamodule(path: str | Path, data_root: str | None = None, split_file: str | None = None):
+    """The checkpoint's own data configuration, set up for val (optionally re-rooted)."""
+    from polypseg.data.datamodule import KvasirSegDataModule
+
+    hparams = {k: v for k, v in load_checkpoint(path).get(DATA_KEY, {}).items() if k[0] != "_"}
+    if data_root:
+        hparams["data_root"] = data_root
+    if split_file:
+        hparams["split_file"] = split_file
+    hparams["limit_per_split"] = None
+    hparams["manifest_file"] = None  # re-validate in memory: the prepared file may be elsewhere
+    datamodule = KvasirSegDataModule(**hparams)
+    datamodule.setup("validate")
+    return datamodule

@@ -13,10 +13,17 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from polypseg.data.io import atomic_path
-from polypseg.models.checkpoints import load_checkpoint
+from polypseg.models.checkpoints import (
+    DATA_KEY,
+    build_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+    with_settings,
+)
 
 ENSEMBLE_CLASS = f"{__name__}.Ensemble"
+RESET_SETTINGS = {"threshold": 0.5, "min_component": 0.0, "fill_holes": False}
+"""An average of logits needs its own threshold: tune it on val (`polypseg tune-threshold`)."""
 SHARED_HPARAMS = ("mean", "std")
 """Members must agree on these: the ensemble normalises its input once, for all of them."""
 
@@ -93,30 +100,8 @@ def ensemble_checkpoints(ckpt_path: list[str], output: str, image_size: int | No
     for key, value in members[0]["state_dict"].items():
         if not key.startswith("network."):
             state[key] = value
-    state["threshold"] = torch.tensor(0.5)
-    state["min_component"], state["fill_holes"] = torch.tensor(0.0), torch.tensor(False)
-    hparams = {
-        **first,
-        "network": network,
-        "image_size": size,
-        "threshold": 0.5,
-        "min_component": 0.0,
-        "fill_holes": False,
-    }
-    data = {**members[0].get("datamodule_hyper_parameters", {}), "image_size": size}
-    checkpoint = {
-        "epoch": 0,
-        "global_step": 0,
-        "pytorch-lightning_version": members[0].get("pytorch-lightning_version"),
-        "state_dict": state,
-        "hyper_parameters": hparams,
-        "hparams_name": members[0].get("hparams_name", "kwargs"),
-        "datamodule_hyper_parameters": data,
-        "datamodule_hparams_name": members[0].get("datamodule_hparams_name", "kwargs"),
-        "ensemble_of": [str(p) for p in paths],
-    }
-    out_path = Path(out)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out_path) as tmp:
-        torch.save(checkpoint, tmp)
+    hparams = {**first, "network": network, "image_size": size}
+    data = {**members[0].get(DATA_KEY, {}), "image_size": size}
+    checkpoint = build_checkpoint(state, hparams, data, ensemble_of=[str(p) for p in paths])
+    out_path = save_checkpoint(with_settings(checkpoint, RESET_SETTINGS), out)
     return {"out": str(out_path), "members": [str(p) for p in paths], "image_size": size}

@@ -39,6 +39,12 @@ class SegmentationNetwork(nn.Module):
             head while training (nnU-Net/MONAI style; U-Net decoders). Training then returns
             ``[logits, finer aux, …, coarser aux]`` for ``monai.losses.DeepSupervisionLoss``;
             eval, export and inference see only the final logits, so deployment is unchanged.
+
+    Example:
+        >>> import torch
+        >>> net = SegmentationNetwork(encoder_weights=None)  # offline ImageNet weights by default
+        >>> net(torch.rand(1, 3, 64, 64)).shape
+        torch.Size([1, 1, 64, 64])
     """
 
     def __init__(

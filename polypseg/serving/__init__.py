@@ -3,24 +3,10 @@
 import ctypes
 import signal
 import sys
-from pathlib import Path
 
-DEFAULT_MODEL = "models/polypseg.onnx"
 NOTICE = (
     "Research and education only. NOT FOR CLINICAL USE: not a medical device, not for diagnosis."
 )
-
-
-def resolve_model(model: str | None) -> Path:
-    """``model`` or ``$POLYPSEG_MODEL`` or the shipped ``models/polypseg.onnx``."""
-    import os
-
-    path = Path(model or os.environ.get("POLYPSEG_MODEL") or DEFAULT_MODEL)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{path}: no ONNX model; train and `make export`, or pass --model PATH"
-        )
-    return path
 
 
 def die_with_parent(sig: int = signal.SIGTERM) -> None:

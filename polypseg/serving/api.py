@@ -21,8 +21,9 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request as StarletteRequest
 
-from polypseg.inference.predictor import OnnxPredictor
-from polypseg.serving import NOTICE, die_with_parent, resolve_model
+from polypseg.runtime.model_files import locate_onnx
+from polypseg.runtime.predictor import OnnxPredictor
+from polypseg.serving import NOTICE, die_with_parent
 from polypseg.serving.codec import BadImage, decode_base64, decode_image, describe, png_bytes
 
 FORMATS = ("png", "json")
@@ -271,7 +272,7 @@ def build_server(
     threads: int | None = None,
     max_upload_mb: int = 20,
 ) -> ls.LitServer:
-    path = resolve_model(model)
+    path = locate_onnx(model, use_default=True)  # a registry model is downloaded once, here
     predictor = OnnxPredictor(path, threads=1)
     api = PolypSegAPI(
         path,
@@ -306,7 +307,7 @@ def _forked_child() -> None:
 
 
 def serve(
-    model: str | None = None,
+    onnx: str | None = None,
     host: str = "127.0.0.1",
     port: int = 8000,
     max_batch_size: int = 1,
@@ -315,10 +316,11 @@ def serve(
     threads: int | None = None,
     max_upload_mb: int = 20,
 ) -> None:
-    """Serve the ONNX model over HTTP (loopback by default; pass --host 0.0.0.0 to expose it)."""
+    """Serve the ONNX model ``onnx`` (default: the shipped one) over HTTP (loopback by default;
+    pass --host 0.0.0.0 to expose it)."""
     os.environ.setdefault("LITSERVE_DISABLE_TELEMETRY", "1")
     signal.signal(signal.SIGTERM, _graceful)  # `kill PID` shuts workers down too, like Ctrl-C
     os.register_at_fork(after_in_child=_forked_child)
-    server = build_server(model, max_batch_size, batch_timeout, workers, threads, max_upload_mb)
+    server = build_server(onnx, max_batch_size, batch_timeout, workers, threads, max_upload_mb)
     with contextlib.suppress(KeyboardInterrupt):  # a clean stop (Ctrl-C, SIGTERM) is no error
         server.run(host=host, port=port, generate_client_file=False, log_level="warning")

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from polypseg.data.io import ImageReadError, to_array
+from polypseg.runtime.io import ImageReadError, to_array
 
 MAX_SIDE = 4096
 """Longest accepted side: DCI 4K, above any endoscope's frame (Kvasir-SEG's largest is 1920 px)."""

@@ -10,9 +10,10 @@ import signal
 import tempfile
 from pathlib import Path
 
-from polypseg.evaluation.overlays import PRED_RGB, overlay
-from polypseg.inference.predictor import OnnxPredictor
-from polypseg.serving import NOTICE, resolve_model
+from polypseg.runtime.model_files import locate_onnx
+from polypseg.runtime.overlays import PRED_RGB, overlay
+from polypseg.runtime.predictor import OnnxPredictor
+from polypseg.serving import NOTICE
 from polypseg.serving.codec import BadImage, decode_image
 
 EXAMPLES = Path(__file__).parent / "examples"
@@ -32,7 +33,7 @@ def build_demo(model: str | None = None):
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
     import gradio as gr
 
-    predictor = OnnxPredictor(resolve_model(model))
+    predictor = OnnxPredictor(locate_onnx(model, use_default=True))
     default_threshold = predictor.processing.threshold
 
     def segment(path: str | None, threshold: float):
@@ -99,13 +100,13 @@ def _stop(signum, frame):
     raise KeyboardInterrupt
 
 
-def demo(model: str | None = None, host: str = "127.0.0.1", port: int = 7860) -> None:
+def demo(onnx: str | None = None, host: str = "127.0.0.1", port: int = 7860) -> None:
     """Serve the demo page (loopback by default, no share link, no analytics); uploads are capped
     at 20 MB and the API's pixel limits and live in a private folder deleted on exit."""
     folder = private_upload_dir()
     signal.signal(signal.SIGTERM, _stop)  # `kill PID` cleans up like Ctrl-C
     try:
-        build_demo(model).launch(
+        build_demo(onnx).launch(
             server_name=host, server_port=port, share=False, max_file_size=MAX_UPLOAD
         )
     except KeyboardInterrupt:

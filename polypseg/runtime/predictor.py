@@ -15,13 +15,14 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from polypseg.inference.processing import (
+from polypseg.runtime.model_files import locate_onnx
+from polypseg.runtime.processing import (
     Processing,
     postprocess,
     preprocess,
     resize_probabilities,
 )
-from polypseg.inference.tta import TTA, average_views, tta_mode
+from polypseg.runtime.tta import TTA, average_views, tta_mode
 
 METADATA_KEY = "polypseg"
 
@@ -56,13 +57,26 @@ class OnnxPredictor:
 
     ``tta`` averages views of every image (``true``/``"flips"``: the four flips, 4x compute;
     ``"d4"``: the eight rotations and mirrors, 8x; off by default because the served model has a
-    latency budget)."""
+    latency budget).
+
+    Args:
+        path: an ONNX file written by ``polypseg export`` (size, normalisation and threshold are
+            read from its metadata), or ``models:/<name>@<alias>`` in an MLflow registry.
+        threads: onnxruntime intra-op threads (default: all cores).
+        tta: test-time augmentation views (``False``, ``True``/``"flips"``, ``"d4"``).
+
+    Example:
+        >>> from polypseg.runtime.io import read_rgb
+        >>> predictor = OnnxPredictor("models/polypseg.onnx")
+        >>> image = read_rgb("polypseg/serving/examples/cju2y40d8ulqo0993q0adtgtb.jpg")
+        >>> prediction = predictor.predict(image)
+        >>> prediction.mask.shape == image.shape[:2], prediction.mask.dtype
+        (True, dtype('uint8'))
+    """
 
     def __init__(self, path: str | Path, threads: int | None = None, tta: TTA = False):
-        self.path = Path(path)
+        self.path = locate_onnx(path)
         self.tta = tta_mode(tta)
-        if not self.path.is_file():
-            raise FileNotFoundError(f"{self.path}: no such ONNX model")
         self.session = ort.InferenceSession(
             str(self.path), session_options(threads), providers=["CPUExecutionProvider"]
         )
@@ -100,4 +114,6 @@ class OnnxPredictor:
         return predictions
 
     def predict(self, image: np.ndarray, threshold: float | None = None) -> Prediction:
+        """RGB uint8 image (H,W,3) of any size -> probability map and {0,1} mask at (H,W);
+        ``threshold`` overrides the file's val-tuned one."""
         return self.predict_many([image], [threshold])[0]

@@ -13,7 +13,7 @@ from typing import Literal
 
 import numpy as np
 
-from polypseg.inference.processing import sigmoid
+from polypseg.runtime.processing import sigmoid
 
 TTA = bool | Literal["flips", "d4"]
 """What ``tta`` options accept: ``false`` (one pass), ``true`` (= ``flips``), ``flips`` or ``d4``."""

@@ -56,7 +56,15 @@ def _open(path: Path, mode: str) -> np.ndarray:
 
 
 def read_rgb(path: str | Path) -> np.ndarray:
-    """RGB uint8 (H, W, 3), upright (EXIF applied), 16-bit scaled to 8."""
+    """RGB uint8 (H, W, 3), upright (EXIF applied), 16-bit scaled to 8.
+
+    Raises:
+        ImageReadError: the file is not an image, is truncated, or is floating-point.
+
+    Example:
+        >>> read_rgb("polypseg/serving/examples/cju2y40d8ulqo0993q0adtgtb.jpg").dtype
+        dtype('uint8')
+    """
     return _open(Path(path), "RGB")
 
 
@@ -68,7 +76,7 @@ def read_gray(path: str | Path) -> np.ndarray:
 def read_mask(path: str | Path) -> np.ndarray:
     """A mask as uint8 0..255 (H, W): 0/255 masks as stored, 0/1 label masks (lossless files
     holding only 0 and 1) scaled to 0/255, so one rule
-    (:data:`~polypseg.inference.processing.MASK_THRESHOLD_U8`) binarises both. JPEG masks are never
+    (:data:`~polypseg.runtime.processing.MASK_THRESHOLD_U8`) binarises both. JPEG masks are never
     rescaled: their noise around 0 can hold 1s."""
     mask = read_gray(path)
     if Path(path).suffix.lower() not in LOSSY_EXTENSIONS and mask.max(initial=0) == 1:

@@ -6,23 +6,24 @@ from pathlib import Path
 
 from PIL import Image
 
-from polypseg.data.io import atomic_path, list_images, read_rgb
-from polypseg.inference.predictor import OnnxPredictor
-from polypseg.inference.tta import TTA
+from polypseg.runtime.io import atomic_path, list_images, read_rgb
+from polypseg.runtime.predictor import OnnxPredictor
+from polypseg.runtime.tta import TTA
 
 
 def infer(
-    model: str,
+    onnx: str,
     input: str,
     output: str = "predictions",
     threshold: float | None = None,
     threads: int | None = None,
     tta: TTA = False,
 ) -> int:
-    """Write ``<output>/<name>.png`` (0/255) for every image in ``input``; returns the count.
+    """Write ``<output>/<name>.png`` (0/255) for every image in ``input``, predicted by the ONNX
+    file ``onnx``; returns the count.
     ``tta`` averages views of each image (``true``/``flips``: four flips, 4x compute; ``d4``: eight
     rotations and mirrors, 8x)."""
-    predictor = OnnxPredictor(model, threads, tta)
+    predictor = OnnxPredictor(onnx, threads, tta)
     images = list_images(Path(input))
     if not images:
         raise FileNotFoundError(f"{input}: no images (.jpg/.png/.tif/.bmp)")

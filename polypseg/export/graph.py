@@ -187,7 +187,7 @@ def store_weights_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
 
     ONNX Runtime folds the casts when it loads the model, so the file is half the size and the
     arithmetic stays float32: the same speed and the same scores on every CPU (int8's depend on
-    the CPU's instructions, docs/results.md). Weights outside float16's range stay float32;
+    the CPU's instructions: docs/benchmarks.md). Weights outside float16's range stay float32;
     biases, normalisation and size constants are left alone (they are small).
     """
     converted = onnx.ModelProto()

@@ -117,7 +117,7 @@ def load_module(path: str | Path):
     Example:
         >>> module = load_module("models/polypseg.ckpt")
         >>> round(float(module.threshold), 2)
-        0.35
+        0.45
     """
     from polypseg.models.module import PolypSegModule
 

@@ -64,15 +64,13 @@ def _run(args: list[str], workdir: Path) -> float:
     return time.perf_counter() - start
 
 
-def short_fit(steps: int) -> list[str]:
-    """The default recipe cut to one epoch of ``steps`` training and 4 val batches."""
-    return [
-        "--config",
-        str(REPO / "configs" / "unet.yaml"),
-        "--trainer.max_epochs=1",
-        f"--trainer.limit_train_batches={steps}",
-        "--trainer.limit_val_batches=4",
-    ]
+def short_fit(workdir: Path, steps: int) -> list[str]:
+    """The default recipe cut to one epoch of ``steps`` training and 4 val batches, as configs
+    (``polypseg tune`` takes its fit settings as configs only)."""
+    short = workdir / f"short-{steps}.yaml"
+    trainer = {"max_epochs": 1, "limit_train_batches": steps, "limit_val_batches": 4}
+    short.write_text(json.dumps({"trainer": trainer}))  # JSON is YAML
+    return ["--config", str(REPO / "configs" / "unet.yaml"), "--config", str(short)]
 
 
 def throughput(workdir: Path, steps: int, devices: int) -> dict:
@@ -81,7 +79,7 @@ def throughput(workdir: Path, steps: int, devices: int) -> dict:
     extra = [f"--trainer.callbacks+={json.dumps(timer)}", "--trainer.accelerator=cpu"]
     if devices > 1:
         extra += [f"--trainer.devices={devices}", "--trainer.strategy=ddp"]
-    _run(["fit", *short_fit(steps + 2), *extra], workdir)
+    _run(["fit", *short_fit(workdir, steps + 2), *extra], workdir)
     ranks = [json.loads(p.read_text()) for p in sorted(workdir.glob(f"timer-{devices}.rank*.json"))]
     images = sum(r["images"] for r in ranks)
     seconds = max(r["seconds"] for r in ranks)
@@ -98,10 +96,10 @@ def optuna_overhead(workdir: Path, steps: int, repeats: int) -> dict:
     fit, tune = [], []
     space = str(REPO / "configs" / "sweeps" / "lr_wd.yaml")
     for i in range(repeats):  # interleaved, so drift in the machine's speed hits both alike
-        fit.append(_run(["fit", *short_fit(steps)], workdir))
+        fit.append(_run(["fit", *short_fit(workdir, steps)], workdir))
         study = ["--storage", f"sqlite:///{workdir}/optuna.db", "--study_name", f"overhead-{i}"]
         trial = ["--space", space, "--n_trials", "1", "--output", str(workdir / f"tune-{i}")]
-        tune.append(_run(["tune", *short_fit(steps), *trial, *study], workdir))
+        tune.append(_run(["tune", *short_fit(workdir, steps), *trial, *study], workdir))
     return {
         "fit_s": fit,
         "tune_s": tune,

@@ -4,7 +4,7 @@ amplification attack (tiny files, huge pixel counts from 8 clients) beside one n
 
 Only 127.0.0.1 is targeted; every loop is bounded in requests and time.
 
-    python benchmarks/serve_load.py --model models/polypseg.onnx --requests 60
+    python benchmarks/serve_load.py --onnx models/polypseg.onnx --requests 60
 """
 
 from __future__ import annotations
@@ -168,16 +168,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--model", default="models/polypseg.onnx")
+    parser.add_argument("--onnx", "--model", dest="onnx", default="models/polypseg.onnx")
     parser.add_argument("--requests", type=int, default=60)
     parser.add_argument("--out", default="benchmarks/results/serve_load.json")
     args = parser.parse_args()
     image_path = sorted((data_root() / "images").glob("*.jpg"))[0]
     image = image_path.read_bytes()
-    raw = raw_onnx(args.model, image_path, args.requests)
+    raw = raw_onnx(args.onnx, image_path, args.requests)
     rows = []
     for batch in (1, 4):
-        process, url = start_server(args.model, batch)
+        process, url = start_server(args.onnx, batch)
         try:
             for concurrency in (1, 2, 4):
                 row = {"max_batch_size": batch, **load(url, image, concurrency, args.requests)}
@@ -188,7 +188,7 @@ def main() -> None:
             os.kill(process.pid, signal.SIGTERM)
             process.wait(timeout=60)
     attacks = []
-    process, url = start_server(args.model, 1)
+    process, url = start_server(args.onnx, 1)
     try:
         for name, make in ATTACKS.items():
             row = {"attack": name, **amplification(url, image, make() if make else None, 40)}
@@ -200,7 +200,7 @@ def main() -> None:
     result = {
         "machine": machine(),
         "git": git_sha(),
-        "model": args.model,
+        "model": args.onnx,
         "image": image_path.name,
         "raw_onnx_images_per_s": raw,
         "rows": rows,

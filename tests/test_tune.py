@@ -100,7 +100,15 @@ def test_a_trial_below_the_median_is_pruned_and_stops_early(tmp_path, tiny_root,
     (tmp_path / "long.yaml").write_text(
         yaml.safe_dump(
             {
-                "trainer": {"max_epochs": 5, "limit_train_batches": 1},
+                "trainer": {
+                    "max_epochs": 5,
+                    "limit_train_batches": 1,
+                    # the logger's default URI was read from the environment at its first import
+                    "logger": {
+                        "class_path": "lightning.pytorch.loggers.MLFlowLogger",
+                        "init_args": {"tracking_uri": f"sqlite:///{tmp_path}/mlflow.db"},
+                    },
+                },
                 "model": {
                     "optimizer": {"class_path": "torch.optim.AdamW", "init_args": {"lr": 0.002}}
                 },
@@ -126,6 +134,9 @@ def test_a_trial_below_the_median_is_pruned_and_stops_early(tmp_path, tiny_root,
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("POLYPSEG_DATA_ROOT", str(tiny_root))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    mlflow.set_tracking_uri(
+        f"sqlite:///{tmp_path}/mlflow.db"
+    )  # earlier tests set another in-process
     study_args = ["--storage", storage, "--study_name", "prune", "--n_trials", "1"]
     main(["tune", "--config", SMOKE, "--config", "long.yaml", "--space", "space.yaml", *study_args])
     trial = optuna.load_study(study_name="prune", storage=storage).trials[-1]

@@ -58,10 +58,17 @@ def suggest(trial, space: dict[str, dict]) -> dict:
 def _parent_run(study_name: str, experiment: str) -> str:
     """The MLflow run every trial of this study nests under (one per study, shared by workers)."""
     from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
 
     client = MlflowClient()
     found = client.get_experiment_by_name(experiment)
-    experiment_id = found.experiment_id if found else client.create_experiment(experiment)
+    if found is None:
+        try:
+            experiment_id = client.create_experiment(experiment)
+        except MlflowException:  # another worker created it first
+            experiment_id = client.get_experiment_by_name(experiment).experiment_id
+    else:
+        experiment_id = found.experiment_id
     runs = client.search_runs(
         [experiment_id], f"tags.optuna_study = '{study_name}' and tags.role = 'parent'"
     )

@@ -29,9 +29,10 @@ POLYPSEG = [str(Path(sys.executable).parent / "polypseg")]
 
 
 class StepTimer(L.Callback):
-    """Images and seconds of the training steps after two warm-up steps, one JSON file per rank."""
+    """Images and seconds of the training steps after two warm-up steps; with ``output``, written
+    as one JSON file per rank (``<output>.rank<N>.json``)."""
 
-    def __init__(self, output: str, warmup: int = 2):
+    def __init__(self, output: str | None = None, warmup: int = 2):
         self.output, self.warmup = output, warmup
         self.start, self.end, self.images = None, None, 0
 
@@ -45,6 +46,8 @@ class StepTimer(L.Callback):
             self.end = time.perf_counter()
 
     def on_train_end(self, trainer, pl_module):
+        if self.output is None:
+            return
         seconds = self.end - self.start
         record = {"rank": trainer.global_rank, "images": self.images, "seconds": seconds}
         Path(f"{self.output}.rank{trainer.global_rank}.json").write_text(json.dumps(record))

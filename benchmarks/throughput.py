@@ -16,6 +16,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from scale_out import StepTimer
 
 from polypseg.data.datamodule import KvasirSegDataModule
 from polypseg.models.module import PolypSegModule
@@ -40,20 +41,6 @@ def plain_loop(module: PolypSegModule, loader, steps: int) -> float:
         optimizer.step()
         seen += len(batch["image"])
     return seen / (time.perf_counter() - start)
-
-
-class StepTimer(L.Callback):
-    def __init__(self):
-        self.start, self.images = None, 0
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        if batch_idx == 2:
-            self.start, self.images = time.perf_counter(), 0
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if self.start is not None:
-            self.images += len(batch["image"])
-            self.end = time.perf_counter()
 
 
 def main() -> None:

@@ -252,3 +252,22 @@ def test_onnx_tta_matches_the_pytorch_tta(tiny_module, tiny_onnx, resized_real_i
     assert np.abs(got - plain.probabilities(batch)).max() > 1e-3  # the views did something
     mask = tta.predict(resized_real_images[0][0]).mask
     assert mask.shape == resized_real_images[0][0].shape[:2]
+
+
+def test_registry_model_downloads_into_a_private_folder_per_call(tiny_onnx, tmp_path, monkeypatch):
+    """A ``models:/`` URI resolves through a sqlite registry; each lookup gets its own 0700 folder
+    (never a shared, predictable one in /tmp that another user could plant a file in)."""
+    from polypseg.export.registry import register_onnx
+    from polypseg.runtime.model_files import locate_onnx
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.chdir(tmp_path)  # the registration run's artifacts land here
+    uri = register_onnx(tiny_onnx, "polypseg-test", alias="champion")["uri"]
+    first, second = locate_onnx(uri), locate_onnx(uri)
+    assert first.read_bytes() == second.read_bytes() == tiny_onnx.read_bytes()
+    assert first.parent != second.parent
+    for path in (first, second):
+        top = next(p for p in path.parents if p.name.startswith("polypseg-model-"))
+        assert top.stat().st_mode & 0o777 == 0o700
+    with pytest.raises(FileNotFoundError, match="not found in the MLflow registry"):
+        locate_onnx("models:/polypseg-test@nobody")

@@ -2,14 +2,16 @@
 
 Every command that runs an ONNX model (``serve``, ``demo``, ``infer``, ``evaluate``, ``benchmark``)
 takes ``--onnx`` as a path or as ``models:/<name>@<alias>`` (or ``models:/<name>/<version>``); a
-registry URI is downloaded once into a local cache through MLflow, which only then is imported (the
-serving image, without mlflow, serves files).
+registry URI is downloaded through MLflow (imported only then: the serving image, without mlflow,
+serves files) into a fresh private folder of this process, removed when it exits, so no other user
+can plant a file there and a moved alias never finds a stale one.
 """
 
 from __future__ import annotations
 
+import atexit
 import os
-import re
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -29,9 +31,10 @@ def _download(uri: str) -> Path:
         raise FileNotFoundError(
             f"{uri}: a registry model needs mlflow (pip install mlflow), or pass the .onnx file"
         ) from None
-    cache = Path(tempfile.gettempdir()) / "polypseg-models" / re.sub(r"[^\w.@-]+", "_", uri[8:])
+    cache = tempfile.mkdtemp(prefix="polypseg-model-")  # mode 0700, a new name per call
+    atexit.register(shutil.rmtree, cache, ignore_errors=True)
     try:
-        folder = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(cache)))
+        folder = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=cache))
     except mlflow.exceptions.MlflowException as exc:
         raise FileNotFoundError(
             f"{uri}: not found in the MLflow registry at {mlflow.get_tracking_uri()} "

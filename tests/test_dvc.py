@@ -1,4 +1,5 @@
-"""`dvc repro` runs prepare -> train -> evaluate -> export end to end on the smoke config."""
+"""`dvc repro` runs prepare -> train -> evaluate -> export end to end on the smoke config; `make repro`
+with $POLYPSEG_DATA_ROOT runs it again on that root as a DVC experiment."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ BIN = REPO / ".venv" / "bin"
 def test_dvc_repro_smoke(tmp_path, tiny_root):
     work = tmp_path / "repo"
     work.mkdir()
-    for item in ("dvc.yaml", "configs", "polypseg", "data/splits"):
+    for item in ("dvc.yaml", "Makefile", "configs", "polypseg", "data/splits"):
         source = REPO / item
         target = work / item
         if source.is_dir():
@@ -34,8 +35,11 @@ def test_dvc_repro_smoke(tmp_path, tiny_root):
         "checkpoint_dir": "checkpoints/smoke",
     }
     (work / "params.yaml").write_text(yaml.safe_dump(params))
+    (work / ".venv").symlink_to(REPO / ".venv")  # make's $(BIN); `-o .venv/.synced` skips set-up
+    (work / ".gitignore").write_text("/.venv\n/mlflow.db\n")
     env = {
-        **os.environ,
+        **{k: v for k, v in os.environ.items() if k != "POLYPSEG_DATA_ROOT"},
+        **{f"GIT_{who}_{what}": "ci" for who in ("AUTHOR", "COMMITTER") for what in ("NAME", "EMAIL")},
         "PATH": f"{BIN}:{os.environ['PATH']}",
         "DVC_NO_ANALYTICS": "1",
         "MLFLOW_TRACKING_URI": f"sqlite:///{work}/mlflow.db",
@@ -57,3 +61,20 @@ def test_dvc_repro_smoke(tmp_path, tiny_root):
     assert "metrics.dice.mean" in shown or "dice" in shown
     again = run(str(BIN / "dvc"), "repro")
     assert "didn't change" in again or "up to date" in again.lower()
+
+    # make repro with $POLYPSEG_DATA_ROOT: the same pipeline on that root, recorded as an experiment
+    run("git", "add", "-A")
+    run("git", "commit", "-qm", "baseline")
+    other = tmp_path / "another-root"
+    other.symlink_to(tiny_root)
+    env["POLYPSEG_DATA_ROOT"] = str(other)
+    run("make", "-o", ".venv/.synced", "repro")
+    assert yaml.safe_load((work / "params.yaml").read_text())["data_root"] == str(other)
+    (experiment,) = [
+        exp
+        for baseline in json.loads(run(str(BIN / "dvc"), "exp", "show", "--json"))
+        for exp in (baseline.get("experiments") or [])
+    ]
+    (revision,) = experiment["revs"]
+    assert revision["data"]["params"]["params.yaml"]["data"]["data_root"] == str(other)
+    assert (work / "exported" / "model.onnx").stat().st_size > 100_000

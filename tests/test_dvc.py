@@ -39,7 +39,11 @@ def test_dvc_repro_smoke(tmp_path, tiny_root):
     (work / ".gitignore").write_text("/.venv\n/mlflow.db\n")
     env = {
         **{k: v for k, v in os.environ.items() if k != "POLYPSEG_DATA_ROOT"},
-        **{f"GIT_{who}_{what}": "ci" for who in ("AUTHOR", "COMMITTER") for what in ("NAME", "EMAIL")},
+        **{
+            f"GIT_{who}_{what}": "ci"
+            for who in ("AUTHOR", "COMMITTER")
+            for what in ("NAME", "EMAIL")
+        },
         "PATH": f"{BIN}:{os.environ['PATH']}",
         "DVC_NO_ANALYTICS": "1",
         "MLFLOW_TRACKING_URI": f"sqlite:///{work}/mlflow.db",

@@ -86,15 +86,19 @@ def test_source_rules_are_checked_when_configured():
         KvasirSegDataModule(sources=[Source("a", "x"), Source("a", "y")]).build_manifest()
 
 
-@pytest.fixture(scope="module")
-def protocol_manifest() -> pd.DataFrame:
-    """configs/data/pranet_protocol.yaml's manifest on the real datasets."""
-    config = yaml.safe_load((REPO / "configs" / "data" / "pranet_protocol.yaml").read_text())
+def _manifest_of(data_config: str) -> pd.DataFrame:
+    """The manifest a ``configs/data/`` file builds on the real datasets."""
+    config = yaml.safe_load((REPO / "configs" / "data" / data_config).read_text())
     sources = [Source(**s) for s in config["data"]["sources"]]
     for source in sources:
         source.split_file = str(REPO / source.split_file)
         source.sequences_file = source.sequences_file and str(REPO / source.sequences_file)
     return KvasirSegDataModule(sources=sources, data_dir=str(KVASIR.parent)).build_manifest()
+
+
+@pytest.fixture(scope="module")
+def protocol_manifest() -> pd.DataFrame:
+    return _manifest_of("pranet_protocol.yaml")
 
 
 def test_protocol_config_builds_the_papers_training_set(protocol_manifest):
@@ -201,3 +205,28 @@ def test_committed_protocol_val_is_what_the_datamodule_carves(protocol_manifest)
         assert set(committed.name[committed.split == "val"]) == set(
             carved.name[carved.split == "val"].str.removeprefix(f"{name}/")
         )
+
+
+def test_sequence_disjoint_protocol_and_its_benchmark_sets(protocol_manifest):
+    """configs/data/protocol_sequences.yaml: the same Kvasir part as the papers' protocol, ClinicDB
+    by whole videos; the two benchmark configs score exactly its val and test parts."""
+    manifest = _manifest_of("protocol_sequences.yaml")
+    counts = manifest.groupby(["source", "split"]).size().to_dict()
+    assert [counts["clinicdb", part] for part in ("train", "val", "test")] == [427, 105, 80]
+    kvasir = manifest[manifest.source == "kvasir"]
+    assert kvasir.equals(protocol_manifest[protocol_manifest.source == "kvasir"])
+    clinic = manifest[manifest.source == "clinicdb"]
+    sequence = clinic.name.str.removeprefix("clinicdb/").map(
+        read_groups(SPLITS / "clinicdb_sequences.csv")
+    )
+    assert (
+        sequence.groupby(sequence).transform(lambda s: clinic.split[s.index].nunique()) == 1
+    ).all()
+    for config, part in (("sequences_val.yaml", "val"), ("sequences.yaml", "test")):
+        test_sets = yaml.safe_load((REPO / "configs" / "benchmark" / config).read_text())[
+            "test_sets"
+        ]
+        (entry,) = [t for t in test_sets if t["root"] == "cvc-clinicdb"]
+        listed = pd.read_csv(REPO / entry["split_file"], dtype=str)
+        scored = set(listed.name[listed.split == entry.get("split", "test")])
+        assert scored == set(clinic.name[clinic.split == part].str.removeprefix("clinicdb/"))

@@ -361,6 +361,44 @@ def test_augmentations_from_yaml(capsys, tmp_path, monkeypatch):
     ]
 
 
+def test_photometric_augmentation_config_extends_the_defaults_and_spares_the_mask(
+    capsys, monkeypatch, tmp_path
+):
+    """configs/augment/photometric.yaml = the default transforms + colour, gamma, CLAHE, blur and
+    JPEG; the added ones change a real frame's pixels and never its mask."""
+    import albumentations as A
+
+    from polypseg.data.augment import default_train_transforms
+    from polypseg.runtime.io import read_rgb
+    from polypseg.runtime.processing import binarize_mask, resize_image, resize_mask
+
+    from conftest import KVASIR, PRANET_SPLIT, real_names
+
+    monkeypatch.chdir(tmp_path)
+    configs = ["unet.yaml", "data/pranet_protocol.yaml", "augment/photometric.yaml"]
+    args = [a for c in configs for a in ("--config", str(REPO / "configs" / c))]
+    with pytest.raises(SystemExit):
+        main(["fit", *args, "--print_config"])
+    transforms = yaml.safe_load(capsys.readouterr().out)["data"]["train_transforms"]
+    names = [t["class_path"].removeprefix("albumentations.") for t in transforms]
+    defaults = default_train_transforms()
+    assert names[: len(defaults)] == [type(t).__name__ for t in defaults]
+    added = names[len(defaults) :]
+    assert {"RandomGamma", "CLAHE", "GaussianBlur", "ImageCompression"} <= set(added)
+
+    name = real_names("train", 1, PRANET_SPLIT)[0]
+    image = resize_image(read_rgb(KVASIR / "images" / f"{name}.jpg"), 256)
+    mask = resize_mask(binarize_mask(read_gray(KVASIR / "masks" / f"{name}.jpg")), 256)
+    for spec in transforms[len(defaults) :]:
+        transform = getattr(A, spec["class_path"].removeprefix("albumentations."))
+        out = A.Compose([transform(**{**spec["init_args"], "p": 1.0})], seed=0)(
+            image=image, mask=mask
+        )
+        assert out["image"].shape == image.shape and out["image"].dtype == np.uint8
+        assert not np.array_equal(out["image"], image), spec["class_path"]
+        np.testing.assert_array_equal(out["mask"], mask)
+
+
 def test_tta_switch_survives_ckpt_path(run_dir, tiny_root, monkeypatch, tmp_path):
     smoke_test(
         run_dir,

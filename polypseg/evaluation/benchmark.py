@@ -5,7 +5,9 @@ Test sets come from YAML (``--config configs/benchmark/pranet.yaml`` fills the `
 argument), each with its own root, split file and mask rule; roots are relative to ``--data_dir``
 (default ``$POLYPSEG_DATA_DIR``, else the folder holding ``$POLYPSEG_DATA_ROOT``, else ``data``).
 A set of polyp-free frames (``negatives: true``) reports the share of frames with any predicted
-polyp pixel instead (after the model's threshold and clean-up; maps: ``map >= 128``).
+polyp pixel instead (after the model's threshold and clean-up; maps: ``map >= 128``). No training
+or val source has polyp-free frames, so ``polyp_free_views: true`` makes them from a set's frames
+(:func:`polyp_free_views`, models only): what val can say about frames without a polyp.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 import yaml
 from PIL import Image
@@ -39,6 +42,8 @@ class TestSet:
         split_file: ``name,split`` CSV; ``None`` scores every image.
         split: which part of the split file.
         negatives: polyp-free frames (empty masks): report the share with a predicted polyp.
+        polyp_free_views: score the polyp-free halves of each frame instead
+            (:func:`polyp_free_views`), reported like ``negatives``.
     """
 
     key: str
@@ -47,6 +52,34 @@ class TestSet:
     split_file: str | None = None
     split: str = "test"
     negatives: bool = False
+    polyp_free_views: bool = False
+
+    @property
+    def polyp_free(self) -> bool:
+        """Scored as the share of images with a predicted polyp, not by overlap."""
+        return self.negatives or self.polyp_free_views
+
+
+def polyp_free_views(image: np.ndarray, truth: np.ndarray, margin: float = 0.02) -> dict:
+    """The halves of a frame (``left``, ``right``, ``top``, ``bottom``) that stay ``margin`` of the
+    shorter side away from its polyp: polyp-free views of frames that all show one.
+
+    Example:
+        >>> truth = np.zeros((100, 200), bool)
+        >>> truth[40:60, 150:190] = True
+        >>> sorted(polyp_free_views(np.zeros((100, 200, 3), np.uint8), truth))
+        ['left']
+    """
+    h, w = truth.shape
+    grow = max(1, round(margin * min(h, w)))
+    near = cv2.dilate(truth.astype(np.uint8), np.ones((2 * grow + 1,) * 2, np.uint8))
+    halves = {
+        "left": np.s_[:, : w // 2],
+        "right": np.s_[:, w - w // 2 :],
+        "top": np.s_[: h // 2],
+        "bottom": np.s_[h - h // 2 :],
+    }
+    return {side: image[view] for side, view in halves.items() if not near[view].any()}
 
 
 def read_test_sets(config: str | Path) -> list[TestSet]:
@@ -99,6 +132,13 @@ class MapSource:
 
             self.predictor = OnnxPredictor(model, tta=tta)
 
+    def predict(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(paper map uint8, binary mask)`` of the model for one RGB image, at its size."""
+        h, w = image.shape[:2]
+        processing = self.predictor.processing
+        prob = self.predictor.probabilities(preprocess(image, processing))[0]
+        return paper_map(prob, h, w), postprocess(prob, h, w, processing)
+
     def __call__(self, key: str, name: str, image_path: Path, shape: tuple[int, int]):
         """``(paper map uint8, binary mask)`` at ``shape``."""
         h, w = shape
@@ -113,9 +153,42 @@ class MapSource:
         image = read_rgb(image_path)
         if image.shape[:2] != (h, w):
             raise ValueError(f"{image_path}: image {image.shape[:2]} and mask {shape} differ")
-        processing = self.predictor.processing
-        prob = self.predictor.probabilities(preprocess(image, processing))[0]
-        return paper_map(prob, h, w), postprocess(prob, h, w, processing)
+        return self.predict(image)
+
+
+def score_views(test_set: TestSet, data_dir: Path, source: MapSource, out: Path) -> dict:
+    """The share of ``test_set``'s polyp-free views (:func:`polyp_free_views`) with a predicted
+    polyp; writes their per-view CSV under ``out``."""
+    from rich.progress import track
+
+    rows = []
+    for name, image_path, mask_path in track(
+        samples(test_set, data_dir), description=f"{test_set.key:>20}"
+    ):
+        truth = binarize_mask(read_mask(mask_path)).astype(bool)
+        for side, view in polyp_free_views(read_rgb(image_path), truth).items():
+            _, mask = source.predict(view)
+            rows.append({"name": name, "view": side, "predicted_polyp": bool(mask.any())})
+    write_rows(out / "per_image.csv", rows, ["name", "view", "predicted_polyp"])
+    return flagged_share(rows, unit="views")
+
+
+def write_rows(path: Path, rows: list[dict], fields: list[str]) -> None:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def flagged_share(rows: list[dict], unit: str = "frames") -> dict:
+    """How many polyp-free images got a predicted polyp."""
+    flagged = np.array([r["predicted_polyp"] for r in rows], dtype=float)
+    return {
+        "images": len(rows),
+        "frames_with_polyp": int(flagged.sum()),
+        "share": float(flagged.mean()) if rows else float("nan"),
+        "unit": unit,
+    }
 
 
 def score_set(test_set: TestSet, data_dir: Path, source: MapSource, out: Path) -> dict:
@@ -137,13 +210,9 @@ def score_set(test_set: TestSet, data_dir: Path, source: MapSource, out: Path) -
             row["dice"] = float(2 * both / (mask.sum() + truth.sum())) if truth.any() else 0.0
             row.update(papers.add(the_map, truth))
         rows.append(row)
-    with atomic_path(out / "per_image.csv") as tmp, open(tmp, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_rows(out / "per_image.csv", rows, list(rows[0]))
     if test_set.negatives:
-        share = np.array([r["predicted_polyp"] for r in rows], dtype=float)
-        return {"images": len(rows), "frames_with_polyp": int(share.sum()), "share": share.mean()}
+        return flagged_share(rows)
     return {"images": len(rows), **interval_table(papers, rows)}
 
 
@@ -176,7 +245,8 @@ def markdown(results: dict, label: str) -> str:
     ]
     for r in results.values():
         if "share" in r:
-            cell = f"{r['frames_with_polyp']} of {r['images']} frames with a predicted polyp"
+            unit = r.get("unit", "frames")
+            cell = f"{r['frames_with_polyp']} of {r['images']} {unit} with a predicted polyp"
             lines.append(f"| {r['name']} | {r['images']} | {cell} |" + " |" * len(PAPER_METRICS))
             continue
         cells = [
@@ -231,9 +301,15 @@ def benchmark(
             print(f"{maps}/{test_set.key}: no maps for '{test_set.name}'; set skipped")
             continue
         set_out = out / _slug(test_set.key)
-        result = score_set(test_set, data_root, source, set_out)
+        if test_set.polyp_free_views:
+            if maps:
+                print(f"'{test_set.name}': polyp-free views need a model (--onnx); set skipped")
+                continue
+            result = score_views(test_set, data_root, source, set_out)
+        else:
+            result = score_set(test_set, data_root, source, set_out)
         results[test_set.key] = {"name": test_set.name, **result, "from_maps": maps is not None}
-        if against and not test_set.negatives:
+        if against and not test_set.polyp_free:
             from polypseg.evaluation.compare import compare
 
             previous = Path(against) / _slug(test_set.key) / "per_image.csv"

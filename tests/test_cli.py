@@ -399,6 +399,47 @@ def test_photometric_augmentation_config_extends_the_defaults_and_spares_the_mas
         np.testing.assert_array_equal(out["mask"], mask)
 
 
+def test_polyp_free_crops_config_empties_the_mask_of_a_real_frame(capsys, monkeypatch, tmp_path):
+    """configs/augment/polyp_free_crops.yaml = PolypFreeCrop, then the default transforms; on a real
+    frame with room beside its polyp the crop shows the frame's tissue and an empty mask, and a
+    frame whose polyp leaves no room stays as it is."""
+    import albumentations as A
+
+    from polypseg.data.augment import PolypFreeCrop, default_train_transforms
+    from polypseg.runtime.io import read_rgb
+    from polypseg.runtime.processing import binarize_mask, resize_image, resize_mask
+
+    from conftest import KVASIR, PRANET_SPLIT, real_names
+
+    monkeypatch.chdir(tmp_path)
+    configs = ["unet.yaml", "data/pranet_protocol.yaml", "augment/polyp_free_crops.yaml"]
+    args = [a for c in configs for a in ("--config", str(REPO / "configs" / c))]
+    with pytest.raises(SystemExit):
+        main(["fit", *args, "--print_config"])
+    transforms = yaml.safe_load(capsys.readouterr().out)["data"]["train_transforms"]
+    assert transforms[0]["class_path"] == "polypseg.data.augment.PolypFreeCrop"
+    names = [t["class_path"].removeprefix("albumentations.") for t in transforms[1:]]
+    assert names == [type(t).__name__ for t in default_train_transforms()]
+
+    crop = A.Compose([PolypFreeCrop(**{**transforms[0]["init_args"], "p": 1.0})], seed=0)
+    emptied = 0
+    for name in real_names("train", 8, PRANET_SPLIT):
+        image = resize_image(read_rgb(KVASIR / "images" / f"{name}.jpg"), 256)
+        mask = resize_mask(binarize_mask(read_gray(KVASIR / "masks" / f"{name}.jpg")), 256)
+        out = crop(image=image, mask=mask)
+        assert out["image"].shape == image.shape and out["mask"].shape == mask.shape
+        if out["mask"].any():  # no window clear of this polyp: untouched
+            np.testing.assert_array_equal(out["image"], image)
+            np.testing.assert_array_equal(out["mask"], mask)
+        else:
+            emptied += 1
+            assert not np.array_equal(out["image"], image) and out["image"].std() > 5
+    assert emptied > 0
+    full = np.ones((256, 256), np.uint8)  # the polyp fills the frame: nothing to crop
+    out = crop(image=image, mask=full)
+    np.testing.assert_array_equal(out["mask"], full)
+
+
 def test_tta_switch_survives_ckpt_path(run_dir, tiny_root, monkeypatch, tmp_path):
     smoke_test(
         run_dir,

@@ -133,9 +133,13 @@ def test_benchmark_of_the_shipped_model_writes_maps_table_and_negatives(tmp_path
     split = tmp_path / "four.csv"
     pd.DataFrame({"name": names, "split": "test"}).to_csv(split, index=False)
     config = yaml.safe_load(clinicdb_only(tmp_path, split).read_text())
-    config["test_sets"].append(
-        {"key": "neg", "name": "polyp-free", "root": "endotect-2020/negatives", "negatives": True}
-    )
+    config["test_sets"] += [
+        {"key": "neg", "name": "polyp-free", "root": "endotect-2020/negatives", "negatives": True},
+        {**config["test_sets"][0], "key": "halves", "name": "halves", "polyp_free_views": True},
+    ]
+    eight = tmp_path / "eight.csv"  # the first four test frames' polyps leave no half free
+    pd.read_csv(CLINICDB_TEST).query("split == 'test'").head(8).to_csv(eight, index=False)
+    config["test_sets"][-1]["split_file"] = str(eight)
     path = tmp_path / "two.yaml"
     path.write_text(yaml.safe_dump(config))
     summary = main_and_read(
@@ -151,4 +155,19 @@ def test_benchmark_of_the_shipped_model_writes_maps_table_and_negatives(tmp_path
     assert clinic["meanDic"]["value"] == pytest.approx(np.stack(port).mean(0).mean(), abs=0.002)
     assert 0.0 <= clinic["dice"]["value"] <= 1.0  # ours, thresholded, reported beside
     assert negatives["images"] == 20 and 0 <= negatives["frames_with_polyp"] <= 20
-    assert "frames with a predicted polyp" in (tmp_path / "out" / "results.md").read_text()
+    table = (tmp_path / "out" / "results.md").read_text()
+    assert "frames with a predicted polyp" in table and "views with a predicted polyp" in table
+    # the polyp-free halves of the four frames: each one scored, none touching its frame's polyp
+    halves = pd.read_csv(tmp_path / "out" / "halves" / "per_image.csv")
+    assert summary["test_sets"]["halves"]["images"] == len(halves) > 0
+    assert set(halves.view) <= {"left", "right", "top", "bottom"}
+    for name, view in zip(halves.name, halves.view, strict=True):
+        truth = np.asarray(Image.open(DATA / "cvc-clinicdb" / "masks" / f"{name}.png").convert("L"))
+        h, w = truth.shape
+        part = {
+            "left": truth[:, : w // 2],
+            "right": truth[:, w - w // 2 :],
+            "top": truth[: h // 2],
+            "bottom": truth[h - h // 2 :],
+        }[view]
+        assert not (part > 127).any(), (name, view)

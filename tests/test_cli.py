@@ -361,6 +361,16 @@ def test_augmentations_from_yaml(capsys, tmp_path, monkeypatch):
     ]
 
 
+def overlay_transforms(capsys, overlay: str) -> list[dict]:
+    """``data.train_transforms`` of the protocol recipe with ``overlay`` (under configs/), as the
+    CLI resolves it."""
+    configs = ["unet.yaml", "data/pranet_protocol.yaml", overlay]
+    args = [a for c in configs for a in ("--config", str(REPO / "configs" / c))]
+    with pytest.raises(SystemExit):
+        main(["fit", *args, "--print_config"])
+    return yaml.safe_load(capsys.readouterr().out)["data"]["train_transforms"]
+
+
 def test_photometric_augmentation_config_extends_the_defaults_and_spares_the_mask(
     capsys, monkeypatch, tmp_path
 ):
@@ -375,11 +385,7 @@ def test_photometric_augmentation_config_extends_the_defaults_and_spares_the_mas
     from conftest import KVASIR, PRANET_SPLIT, real_names
 
     monkeypatch.chdir(tmp_path)
-    configs = ["unet.yaml", "data/pranet_protocol.yaml", "augment/photometric.yaml"]
-    args = [a for c in configs for a in ("--config", str(REPO / "configs" / c))]
-    with pytest.raises(SystemExit):
-        main(["fit", *args, "--print_config"])
-    transforms = yaml.safe_load(capsys.readouterr().out)["data"]["train_transforms"]
+    transforms = overlay_transforms(capsys, "augment/photometric.yaml")
     names = [t["class_path"].removeprefix("albumentations.") for t in transforms]
     defaults = default_train_transforms()
     assert names[: len(defaults)] == [type(t).__name__ for t in defaults]
@@ -412,11 +418,7 @@ def test_polyp_free_crops_config_empties_the_mask_of_a_real_frame(capsys, monkey
     from conftest import KVASIR, PRANET_SPLIT, real_names
 
     monkeypatch.chdir(tmp_path)
-    configs = ["unet.yaml", "data/pranet_protocol.yaml", "augment/polyp_free_crops.yaml"]
-    args = [a for c in configs for a in ("--config", str(REPO / "configs" / c))]
-    with pytest.raises(SystemExit):
-        main(["fit", *args, "--print_config"])
-    transforms = yaml.safe_load(capsys.readouterr().out)["data"]["train_transforms"]
+    transforms = overlay_transforms(capsys, "augment/polyp_free_crops.yaml")
     assert transforms[0]["class_path"] == "polypseg.data.augment.PolypFreeCrop"
     names = [t["class_path"].removeprefix("albumentations.") for t in transforms[1:]]
     assert names == [type(t).__name__ for t in default_train_transforms()]

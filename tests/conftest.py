@@ -45,6 +45,15 @@ def real_names(split: str, count: int, split_file: Path = OUR_SPLIT) -> list[str
     return sorted(table[table.split == split].name)[:count]
 
 
+def kvasir_frame(name: str, size: int = 256):
+    """A Kvasir-SEG frame and its {0,1} mask, resized as training and serving resize them."""
+    from polypseg.runtime.io import read_gray, read_rgb
+    from polypseg.runtime.processing import resize_image, resize_mask
+
+    image = resize_image(read_rgb(KVASIR / "images" / f"{name}.jpg"), size)
+    return image, resize_mask(read_gray(KVASIR / "masks" / f"{name}.jpg"), size)
+
+
 def copy_samples(names: list[str], root: Path) -> Path:
     """A small real dataset in Kvasir-SEG layout under ``root``."""
     for sub in ("images", "masks"):

@@ -379,10 +379,8 @@ def test_photometric_augmentation_config_extends_the_defaults_and_spares_the_mas
     import albumentations as A
 
     from polypseg.data.augment import default_train_transforms
-    from polypseg.runtime.io import read_rgb
-    from polypseg.runtime.processing import binarize_mask, resize_image, resize_mask
 
-    from conftest import KVASIR, PRANET_SPLIT, real_names
+    from conftest import PRANET_SPLIT, kvasir_frame, real_names
 
     monkeypatch.chdir(tmp_path)
     transforms = overlay_transforms(capsys, "augment/photometric.yaml")
@@ -393,8 +391,7 @@ def test_photometric_augmentation_config_extends_the_defaults_and_spares_the_mas
     assert {"RandomGamma", "CLAHE", "GaussianBlur", "ImageCompression"} <= set(added)
 
     name = real_names("train", 1, PRANET_SPLIT)[0]
-    image = resize_image(read_rgb(KVASIR / "images" / f"{name}.jpg"), 256)
-    mask = resize_mask(binarize_mask(read_gray(KVASIR / "masks" / f"{name}.jpg")), 256)
+    image, mask = kvasir_frame(name)
     for spec in transforms[len(defaults) :]:
         transform = getattr(A, spec["class_path"].removeprefix("albumentations."))
         out = A.Compose([transform(**{**spec["init_args"], "p": 1.0})], seed=0)(
@@ -405,6 +402,34 @@ def test_photometric_augmentation_config_extends_the_defaults_and_spares_the_mas
         np.testing.assert_array_equal(out["mask"], mask)
 
 
+def test_scale_crop_config_widens_only_the_default_affine(capsys, monkeypatch, tmp_path):
+    """configs/augment/scale_crop.yaml = the default transforms, its affine wider and more frequent;
+    on a real frame the zoomed view keeps image and mask aligned."""
+    import albumentations as A
+
+    from polypseg.data.augment import default_train_transforms
+
+    from conftest import PRANET_SPLIT, kvasir_frame, real_names
+
+    monkeypatch.chdir(tmp_path)
+    transforms = overlay_transforms(capsys, "augment/scale_crop.yaml")
+    defaults = default_train_transforms()
+    names = [t["class_path"].removeprefix("albumentations.") for t in transforms]
+    assert names == [type(t).__name__ for t in defaults]
+    affine = transforms[names.index("Affine")]["init_args"]
+    default_affine = next(t for t in defaults if isinstance(t, A.Affine))
+    assert affine["scale"][0] < default_affine.scale["x"][0]
+    assert affine["scale"][1] > default_affine.scale["x"][1] and affine["p"] > default_affine.p
+
+    name = real_names("train", 1, PRANET_SPLIT)[0]
+    image, mask = kvasir_frame(name)
+    zoom = A.Compose([A.Affine(**{**affine, "scale": (1.5, 1.5), "rotate": 0, "p": 1.0})], seed=0)
+    out = zoom(image=np.dstack([image, mask * 255]), mask=mask)
+    assert out["mask"].shape == mask.shape and out["mask"].sum() > mask.sum()  # zoomed in
+    carried = out["image"][..., 3] > 127  # the mask carried as a 4th image channel
+    assert (carried != (out["mask"] > 0)).mean() < 0.005  # only interpolated edge pixels differ
+
+
 def test_polyp_free_crops_config_empties_the_mask_of_a_real_frame(capsys, monkeypatch, tmp_path):
     """configs/augment/polyp_free_crops.yaml = PolypFreeCrop, then the default transforms; on a real
     frame with room beside its polyp the crop shows the frame's tissue and an empty mask, and a
@@ -412,10 +437,8 @@ def test_polyp_free_crops_config_empties_the_mask_of_a_real_frame(capsys, monkey
     import albumentations as A
 
     from polypseg.data.augment import PolypFreeCrop, default_train_transforms
-    from polypseg.runtime.io import read_rgb
-    from polypseg.runtime.processing import binarize_mask, resize_image, resize_mask
 
-    from conftest import KVASIR, PRANET_SPLIT, real_names
+    from conftest import PRANET_SPLIT, kvasir_frame, real_names
 
     monkeypatch.chdir(tmp_path)
     transforms = overlay_transforms(capsys, "augment/polyp_free_crops.yaml")
@@ -426,8 +449,7 @@ def test_polyp_free_crops_config_empties_the_mask_of_a_real_frame(capsys, monkey
     crop = A.Compose([PolypFreeCrop(**{**transforms[0]["init_args"], "p": 1.0})], seed=0)
     emptied = 0
     for name in real_names("train", 8, PRANET_SPLIT):
-        image = resize_image(read_rgb(KVASIR / "images" / f"{name}.jpg"), 256)
-        mask = resize_mask(binarize_mask(read_gray(KVASIR / "masks" / f"{name}.jpg")), 256)
+        image, mask = kvasir_frame(name)
         out = crop(image=image, mask=mask)
         assert out["image"].shape == image.shape and out["mask"].shape == mask.shape
         if out["mask"].any():  # no window clear of this polyp: untouched

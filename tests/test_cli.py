@@ -602,6 +602,37 @@ def test_deep_supervision_overlay_trains_and_ships_a_plain_model(tmp_path, tiny_
     assert [o.name for o in graph.graph.output] == ["probability"]
 
 
+def test_distill_overlay_learns_from_a_teacher_file_and_ships_the_student_alone(
+    run_dir, tmp_path, tiny_root, monkeypatch
+):
+    """configs/distill.yaml: the teacher (a checkpoint) is read when fitting starts, its term is
+    logged, and the student's checkpoint neither holds nor needs it."""
+    import shutil
+
+    import torch
+
+    from polypseg.models.checkpoints import CheckpointError, load_module
+
+    teacher = shutil.copy(
+        run_dir / "checkpoints" / "smoke" / "last.ckpt", tmp_path / "teacher.ckpt"
+    )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("POLYPSEG_DATA_ROOT", str(tiny_root))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    args = ["fit", "--config", SMOKE, "--config", str(REPO / "configs" / "distill.yaml")]
+    args.append(f"--data.split_file={tiny_root / 'split.csv'}")
+    main([*args, f"--model.teacher={teacher}"])
+    run = mlflow.search_runs(experiment_names=["polypseg-smoke"], output_format="list")[0]
+    assert run.data.metrics["train/distill"] > 0
+    state = torch.load("checkpoints/smoke/last.ckpt", weights_only=True)
+    assert state["hyper_parameters"]["teacher"] == str(teacher)
+    assert not [k for k in state["state_dict"] if "teacher" in k]
+    Path(teacher).unlink()  # tune, export and serve rebuild the student without its teacher
+    assert load_module("checkpoints/smoke/last.ckpt").teacher is None
+    with pytest.raises(CheckpointError, match=f"{teacher}: no such checkpoint"):
+        main([*args, f"--model.teacher={teacher}"])
+
+
 # --- trust: no code from checkpoints, no wrong model silently, short messages -------------------
 
 
@@ -638,6 +669,7 @@ def evil_ckpt(run_dir, tmp_path):
         ["export", "--ckpt={evil}", "--out={tmp}/m.onnx"],
         ["test", "--config", SMOKE, "--ckpt_path={evil}", "--data.split_file={split}"],
         ["fit", "--config", SMOKE, "--ckpt_path={evil}", "--data.split_file={split}"],
+        ["fit", "--config", SMOKE, "--model.teacher={evil}", "--data.split_file={split}"],
     ],
 )
 def test_every_checkpoint_command_refuses_a_payload(

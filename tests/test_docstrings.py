@@ -21,6 +21,7 @@ MODULES = (
     "polypseg.models.checkpoints",
     "polypseg.models.networks",
     "polypseg.models.module",
+    "polypseg.models.distillation",
     "polypseg.data.augment",
     "polypseg.data.sources",
     "polypseg.data.sampling",

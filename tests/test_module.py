@@ -192,3 +192,36 @@ def test_deep_supervision_without_its_loss_says_how_to_wrap_it(resized_real_imag
 def test_deep_supervision_levels_are_checked(kwargs, rule):
     with pytest.raises(ValueError, match=rule):
         SegmentationNetwork(encoder_weights=None, **kwargs)
+
+
+def test_distillation_adds_the_teachers_maps_and_keeps_the_teacher_out_of_the_state(
+    resized_real_images,
+):
+    from polypseg.models.distillation import Teacher
+    from polypseg.models.losses import StructureLoss
+
+    twin = small()  # the same seed: the student's own initial weights, frozen
+    student = small(loss=StructureLoss(), teacher="teacher.ckpt", distill_weight=0.5).train()
+    student.teacher = Teacher(twin)
+    batch = real_batch(resized_real_images)
+    loss = student.training_step(batch, 0)
+    logits = student(batch["image"])
+    with torch.no_grad():
+        target = torch.sigmoid(twin(batch["image"]))  # the teacher in eval mode, one view
+    expected = StructureLoss()(logits, batch["mask"]) + 0.5 * F.binary_cross_entropy_with_logits(
+        logits, target
+    )
+    torch.testing.assert_close(loss, expected)
+    loss.backward()
+    assert all(p.grad is None for p in twin.parameters())  # frozen
+    assert not [k for k in student.state_dict() if "teacher" in k]  # not saved, not exported
+    assert student.hparams.teacher == "teacher.ckpt"
+
+    # a 64 px teacher sees a 32 px student's batch at 64 px; its map comes back at 32 px
+    small_batch = F.interpolate(batch["image"], size=32, mode="bilinear", align_corners=False)
+    with torch.no_grad():
+        seen = F.interpolate(small_batch, size=64, mode="bilinear", align_corners=False)
+        manual = torch.sigmoid(F.interpolate(twin(seen), size=32, mode="bilinear"))
+    torch.testing.assert_close(student.teacher.probabilities(small_batch, student_size=32), manual)
+    with pytest.raises(ValueError, match="distill_weight must be >= 0"):
+        small(distill_weight=-1)

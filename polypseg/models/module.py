@@ -12,6 +12,7 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 from torchmetrics import MeanMetric
 
+from polypseg.models.distillation import Teacher, distillation_loss
 from polypseg.models.losses import DiceBCELoss
 from polypseg.models.networks import Normalize, SegmentationNetwork
 from polypseg.models.schedules import warmup_cosine
@@ -86,6 +87,11 @@ class PolypSegModule(L.LightningModule):
         encoder_lr_scale: the pretrained encoder's learning rate as a fraction of the optimizer's
             (discriminative fine-tuning, as fastai/MONAI users do: < 1 keeps more of the ImageNet
             features); 1.0 = one learning rate for everything.
+        teacher: a polypseg checkpoint (e.g. ``models/polypseg.ckpt``) whose probability maps the
+            network also learns (knowledge distillation: a fast network learns from a stronger
+            one); read weights-only when fitting starts, never saved with this module.
+        distill_weight: weight of the distillation term (BCE of the logits against the teacher's
+            probabilities, logged as ``train/distill``) added to ``loss``.
         tta: average views of each image at validation/test/predict time (ttach): ``true`` or
             ``flips`` the four flips, ``d4`` the eight rotations and mirrors.
         channels_last: NHWC memory format; about 10% faster convolutions on CPU.
@@ -114,6 +120,8 @@ class PolypSegModule(L.LightningModule):
         scheduler: LRSchedulerCallable | None = None,
         warmup_steps: int = 30,
         encoder_lr_scale: float = 1.0,
+        teacher: str | None = None,
+        distill_weight: float = 1.0,
         tta: TTA = False,
         channels_last: bool = True,
     ):
@@ -132,6 +140,11 @@ class PolypSegModule(L.LightningModule):
         if encoder_lr_scale <= 0:
             raise ValueError(f"model.encoder_lr_scale must be > 0, got {encoder_lr_scale}")
         self.encoder_lr_scale = encoder_lr_scale
+        if distill_weight < 0:
+            raise ValueError(f"model.distill_weight must be >= 0, got {distill_weight}")
+        # a plain attribute, not a submodule: the teacher stays out of state_dict and exports
+        self.teacher_path, self.distill_weight = teacher, distill_weight
+        self.teacher: Teacher | None = None
         self.mean_metrics = nn.ModuleDict(
             {f"{stage}_{name}": MeanMetric() for stage in ("train",) for name in ("dice", "iou")}
         )
@@ -189,6 +202,11 @@ class PolypSegModule(L.LightningModule):
         else:
             logits = outputs
         loss = self.loss(outputs, batch["mask"])
+        if stage == "train" and self.teacher is not None:
+            target = self.teacher.probabilities(batch["image"], self.image_size)
+            distill = distillation_loss(logits, target)
+            self.log("train/distill", distill, on_step=False, on_epoch=True, batch_size=len(logits))
+            loss = loss + self.distill_weight * distill
         scores = overlap_scores(
             logits.detach() > torch.logit(self.threshold), batch["mask"], ("dice", "iou")
         )
@@ -229,6 +247,12 @@ class PolypSegModule(L.LightningModule):
                 "model.loss: {class_path: monai.losses.DeepSupervisionLoss, init_args: {loss: …}} "
                 "(configs/deep_supervision.yaml)"
             )
+
+    def on_fit_start(self) -> None:
+        """Load the teacher only to train: a checkpoint of this module rebuilds (tune, export,
+        serve) without the teacher's file."""
+        if self.teacher_path and self.teacher is None:
+            self.teacher = Teacher.from_checkpoint(self.teacher_path)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         return self._shared_step(batch, "train")

@@ -17,7 +17,7 @@ from polypseg.cli import main
 from polypseg.data.datamodule import KvasirSegDataModule
 from polypseg.data.sampling import SeededShuffle
 from polypseg.data.sequences import read_groups, recover_sequences, segment
-from polypseg.data.sources import Source
+from polypseg.data.sources import Source, sample_weights
 from polypseg.data.splits import carve_validation, group_split
 
 from conftest import KVASIR, REPO
@@ -230,3 +230,18 @@ def test_sequence_disjoint_protocol_and_its_benchmark_sets(protocol_manifest):
         listed = pd.read_csv(REPO / entry["split_file"], dtype=str)
         scored = set(listed.name[listed.split == entry.get("split", "test")])
         assert scored == set(clinic.name[clinic.split == part].str.removeprefix("clinicdb/"))
+
+
+def test_balanced_protocol_draws_each_source_for_half_an_epoch(protocol_manifest):
+    """configs/data/pranet_protocol_balanced.yaml: the protocol's manifest, each source half of the
+    draws of a training epoch (ClinicDB's 483 frames weigh as much as Kvasir's 810)."""
+    config = yaml.safe_load(
+        (REPO / "configs" / "data" / "pranet_protocol_balanced.yaml").read_text()
+    )
+    sources = [Source(**s) for s in config["data"]["sources"]]
+    assert _manifest_of("pranet_protocol_balanced.yaml").equals(protocol_manifest)
+    train = protocol_manifest[protocol_manifest.split == "train"].reset_index(drop=True)
+    sampler = SeededShuffle(len(train), seed=0, weights=sample_weights(train, sources))
+    drawn = train.source.iloc[[i for i, _ in sampler]].value_counts(normalize=True)
+    assert drawn["clinicdb"] == pytest.approx(0.5, abs=0.03)
+    assert train.source.value_counts(normalize=True)["clinicdb"] < 0.38  # once each: 483 of 1293

@@ -86,10 +86,15 @@ def test_source_rules_are_checked_when_configured():
         KvasirSegDataModule(sources=[Source("a", "x"), Source("a", "y")]).build_manifest()
 
 
+def _sources_of(data_config: str) -> list[Source]:
+    """The sources a ``configs/data/`` file lists."""
+    config = yaml.safe_load((REPO / "configs" / "data" / data_config).read_text())
+    return [Source(**s) for s in config["data"]["sources"]]
+
+
 def _manifest_of(data_config: str) -> pd.DataFrame:
     """The manifest a ``configs/data/`` file builds on the real datasets."""
-    config = yaml.safe_load((REPO / "configs" / "data" / data_config).read_text())
-    sources = [Source(**s) for s in config["data"]["sources"]]
+    sources = _sources_of(data_config)
     for source in sources:
         source.split_file = str(REPO / source.split_file)
         source.sequences_file = source.sequences_file and str(REPO / source.sequences_file)
@@ -235,10 +240,7 @@ def test_sequence_disjoint_protocol_and_its_benchmark_sets(protocol_manifest):
 def test_balanced_protocol_draws_each_source_for_half_an_epoch(protocol_manifest):
     """configs/data/pranet_protocol_balanced.yaml: the protocol's manifest, each source half of the
     draws of a training epoch (ClinicDB's 483 frames weigh as much as Kvasir's 810)."""
-    config = yaml.safe_load(
-        (REPO / "configs" / "data" / "pranet_protocol_balanced.yaml").read_text()
-    )
-    sources = [Source(**s) for s in config["data"]["sources"]]
+    sources = _sources_of("pranet_protocol_balanced.yaml")
     assert _manifest_of("pranet_protocol_balanced.yaml").equals(protocol_manifest)
     train = protocol_manifest[protocol_manifest.split == "train"].reset_index(drop=True)
     sampler = SeededShuffle(len(train), seed=0, weights=sample_weights(train, sources))

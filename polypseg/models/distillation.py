@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from polypseg.data.multiscale import scaled_side
+
 __all__ = ["Teacher", "distillation_loss"]
 
 
@@ -52,7 +54,7 @@ class Teacher:
         module = self.module.to(images.device)
         height, width = images.shape[-2:]
         scale = module.image_size / student_size
-        size = [max(32, round(side * scale / 32) * 32) for side in (height, width)]
+        size = [scaled_side(side, scale) for side in (height, width)]
         if size != [height, width]:
             images = F.interpolate(images, size=size, mode="bilinear", align_corners=False)
         logits = module(images)

@@ -478,7 +478,8 @@ def test_tta_switch_survives_ckpt_path(run_dir, tiny_root, monkeypatch, tmp_path
 
 def test_shipped_recipes_resolve(capsys, monkeypatch, tmp_path):
     """configs/unet.yaml is the shipped recipe; fast.yaml layered over it pins what it measured;
-    unet-192.yaml (the fast model) changes only the image size, unet-lite1.yaml only the encoder."""
+    unet-192.yaml (the fast model) changes only the image size, unet-lite1.yaml only the encoder,
+    dice_bce.yaml only the loss."""
     monkeypatch.chdir(tmp_path)
 
     def resolved(*names: str) -> dict:
@@ -508,6 +509,12 @@ def test_shipped_recipes_resolve(capsys, monkeypatch, tmp_path):
         k: v for k, v in expected.items() if k not in ("encoder_name", "encoder_weights")
     }
     assert lite1["data"] == recipe["data"] and lite1["trainer"] == recipe["trainer"]
+    dice_bce = resolved("unet.yaml", "dice_bce.yaml")
+    loss = dice_bce["model"].pop("loss")
+    assert loss["class_path"] == "polypseg.models.losses.DiceBCELoss"
+    assert loss["init_args"]["per_image"] is True
+    assert dice_bce["model"] == {k: v for k, v in recipe["model"].items() if k != "loss"}
+    assert dice_bce["data"] == recipe["data"] and dice_bce["trainer"] == recipe["trainer"]
 
 
 def test_ensemble_checkpoint_tests_and_exports_like_any_model(

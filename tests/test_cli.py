@@ -17,7 +17,7 @@ import yaml
 from PIL import Image
 
 from polypseg.cli import main
-from polypseg.runtime.io import read_gray
+from polypseg.runtime.io import read_gray, read_rgb
 
 from conftest import REPO
 
@@ -177,6 +177,39 @@ def test_tune_threshold_then_export_and_infer(run_dir, tiny_root, monkeypatch, c
         "--output=infer_out",
     )
     assert len(list((run_dir / "infer_out").glob("*.png"))) == 12
+
+
+def test_tune_threshold_at_another_input_size(run_dir, tiny_root, monkeypatch):
+    """The same weights at another input side: tuned there, and the export runs at it."""
+    from polypseg.models.checkpoints import CheckpointError
+    from polypseg.runtime.predictor import OnnxPredictor
+
+    with pytest.raises(CheckpointError, match=r"image_size 100: .* multiple of 32"):
+        cli(
+            run_dir,
+            tiny_root,
+            monkeypatch,
+            "tune-threshold",
+            "--ckpt=checkpoints/smoke/last.ckpt",
+            "--image_size=100",
+            "--out=odd.ckpt",
+        )
+    assert not (run_dir / "odd.ckpt").exists()
+    cli(
+        run_dir,
+        tiny_root,
+        monkeypatch,
+        "tune-threshold",
+        "--ckpt=checkpoints/smoke/last.ckpt",
+        "--image_size=96",
+        "--out=at96.ckpt",
+    )
+    cli(run_dir, tiny_root, monkeypatch, "export", "--ckpt=at96.ckpt", "--out=at96/model.onnx")
+    predictor = OnnxPredictor(run_dir / "at96" / "model.onnx")
+    assert predictor.processing.size == 96 and predictor.metadata["parity"]["max_abs_diff"] < 1e-3
+    image = sorted((tiny_root / "images").glob("*.jpg"))[0]
+    mask = predictor.predict(read_rgb(image)).mask
+    assert mask.shape == read_gray(tiny_root / "masks" / image.name).shape
 
 
 def test_final_fit_on_all_of_train_inherits_val_chosen_settings(

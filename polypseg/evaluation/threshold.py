@@ -3,6 +3,7 @@ them in a checkpoint, so test, export and serving use them."""
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,7 @@ import torch
 
 from polypseg.models.checkpoints import (
     MODULE_KEY,
+    at_image_size,
     load_checkpoint,
     load_datamodule,
     load_module,
@@ -78,13 +80,25 @@ def tune_threshold(
     data_root: str | None = None,
     thresholds: list[float] | None = None,
     settings_from: str | None = None,
+    image_size: int | None = None,
 ) -> dict:
     """Sweep thresholds, then mask clean-up, on val; write a checkpoint carrying the best
     (default ``*-tuned.ckpt``). Clean-up stays off unless it gains more than 0.001 val mDice.
     ``settings_from``: copy threshold and clean-up from that tuned checkpoint or exported ``.onnx``
-    instead of sweeping (for a final fit with ``val_fraction: 0``, which has no val)."""
+    instead of sweeping (for a final fit with ``val_fraction: 0``, which has no val).
+    ``image_size``: run the weights at another input side (a multiple of 32; a faster file from
+    the same weights): the settings are tuned at that size and the written checkpoint runs at it."""
     ckpt, out = ckpt_path, output
     out_path = Path(out or Path(ckpt).with_name(Path(ckpt).stem + "-tuned.ckpt"))
+    if image_size is not None:
+        with tempfile.TemporaryDirectory() as tmp:
+            resized = save_checkpoint(
+                at_image_size(load_checkpoint(ckpt), image_size), Path(tmp) / Path(ckpt).name
+            )
+            result = tune_threshold(
+                str(resized), str(out_path), data_root, thresholds, settings_from
+            )
+        return {**result, "image_size": image_size}
     if settings_from is not None:
         return carry_settings(ckpt, out_path, settings_from)
     thresholds = thresholds or [round(t, 2) for t in np.arange(0.2, 0.81, 0.05)]

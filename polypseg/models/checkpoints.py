@@ -111,6 +111,25 @@ def with_settings(checkpoint: dict, values: dict) -> dict:
     return {**checkpoint, "state_dict": state, MODULE_KEY: {**checkpoint[MODULE_KEY], **values}}
 
 
+def at_image_size(checkpoint: dict, image_size: int) -> dict:
+    """``checkpoint`` set to run at ``image_size`` px: the network is fully convolutional, so the
+    same weights run at any multiple of 32 (a model trained with multi-scale batches has seen
+    smaller and larger views); its module and data hyper-parameters agree on the new size.
+
+    Raises:
+        CheckpointError: ``image_size`` is not a positive multiple of 32 (the encoder's stride).
+    """
+    if image_size <= 0 or image_size % 32:
+        raise CheckpointError(
+            f"image_size {image_size}: the network needs a positive multiple of 32 (e.g. 192, 224, 256)"
+        )
+    return {
+        **checkpoint,
+        MODULE_KEY: {**checkpoint[MODULE_KEY], "image_size": image_size},
+        DATA_KEY: {**checkpoint.get(DATA_KEY, {}), "image_size": image_size},
+    }
+
+
 def load_module(path: str | Path):
     """The :class:`~polypseg.models.module.PolypSegModule` of a checkpoint, on the CPU, in eval mode.
 

@@ -116,8 +116,17 @@ def at_image_size(checkpoint: dict, image_size: int) -> dict:
     same weights run at any multiple of 32 (a model trained with multi-scale batches has seen
     smaller and larger views); its module and data hyper-parameters agree on the new size.
 
+    Args:
+        checkpoint: a loaded checkpoint (:func:`load_checkpoint`).
+        image_size: the input side to run at.
+
     Raises:
         CheckpointError: ``image_size`` is not a positive multiple of 32 (the encoder's stride).
+
+    Example:
+        >>> ckpt = at_image_size(load_checkpoint("models/polypseg.ckpt"), 192)
+        >>> ckpt[MODULE_KEY]["image_size"], ckpt[DATA_KEY]["image_size"]
+        (192, 192)
     """
     if image_size <= 0 or image_size % 32:
         raise CheckpointError(

@@ -171,3 +171,36 @@ def test_benchmark_of_the_shipped_model_writes_maps_table_and_negatives(tmp_path
             "bottom": truth[h - h // 2 :],
         }[view]
         assert not (part > 127).any(), (name, view)
+
+
+@pytest.mark.skipif(not (DATA / "endotect-2020").is_dir(), reason="EndoTect not at ../shared")
+def test_benchmark_of_the_shipped_default_reproduces_the_model_card(tmp_path):
+    """`polypseg benchmark` with the shipped default gives the model card's per-dataset table and
+    its polyp-free count, and the default's row of docs/results.md, to the printed digit."""
+    card = (REPO / "docs" / "model_card.md").read_text()
+    results_row = next(
+        line
+        for line in (REPO / "docs" / "results.md").read_text().splitlines()
+        if line.startswith("| **`models/polypseg.onnx`**")
+    )
+    summary = main_and_read(
+        tmp_path,
+        f"--onnx={REPO / 'models' / 'polypseg.onnx'}",
+        f"--config={REPO / 'configs' / 'benchmark' / 'pranet.yaml'}",
+    )["test_sets"]
+    labels = {
+        "kvasir": "Kvasir-SEG, PraNet test (100)",
+        "cvc-clinicdb": "CVC-ClinicDB, PraNet test (62",
+        "endotect": "EndoTect 2020 (200",
+    }
+    for key, label in labels.items():
+        row = next(line for line in card.splitlines() if line.startswith(f"| {label}"))
+        cells = [cell.strip() for cell in row.strip("|").split("|")]
+        scored, (low, high) = summary[key], summary[key]["meanDic"]["ci95"]
+        printed = f"{scored['meanDic']['value']:.3f} [{low:.3f}, {high:.3f}]"  # seeded bootstrap
+        assert printed == cells[1], (key, printed, cells[1])
+        assert f"{scored['dice']['value']:.3f}" == cells[-1], (key, cells[-1])
+        assert cells[1] in results_row, (key, cells[1])
+    flagged = summary["endotect-negatives"]["frames_with_polyp"]
+    assert f"a polyp is predicted in **{flagged} of 20**" in card
+    assert results_row.endswith(f"| {flagged} of 20 |")

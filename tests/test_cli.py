@@ -181,30 +181,18 @@ def test_tune_threshold_then_export_and_infer(run_dir, tiny_root, monkeypatch, c
 
 def test_tune_threshold_at_another_input_size(run_dir, tiny_root, monkeypatch):
     """The same weights at another input side: tuned there, and the export runs at it."""
+    from functools import partial
+
     from polypseg.models.checkpoints import CheckpointError
     from polypseg.runtime.predictor import OnnxPredictor
 
+    run = partial(cli, run_dir, tiny_root, monkeypatch)
+    tune = partial(run, "tune-threshold", "--ckpt=checkpoints/smoke/last.ckpt")
     with pytest.raises(CheckpointError, match=r"image_size 100: .* multiple of 32"):
-        cli(
-            run_dir,
-            tiny_root,
-            monkeypatch,
-            "tune-threshold",
-            "--ckpt=checkpoints/smoke/last.ckpt",
-            "--image_size=100",
-            "--out=odd.ckpt",
-        )
+        tune("--image_size=100", "--out=odd.ckpt")
     assert not (run_dir / "odd.ckpt").exists()
-    cli(
-        run_dir,
-        tiny_root,
-        monkeypatch,
-        "tune-threshold",
-        "--ckpt=checkpoints/smoke/last.ckpt",
-        "--image_size=96",
-        "--out=at96.ckpt",
-    )
-    cli(run_dir, tiny_root, monkeypatch, "export", "--ckpt=at96.ckpt", "--out=at96/model.onnx")
+    tune("--image_size=96", "--out=at96.ckpt")
+    run("export", "--ckpt=at96.ckpt", "--out=at96/model.onnx")
     predictor = OnnxPredictor(run_dir / "at96" / "model.onnx")
     assert predictor.processing.size == 96 and predictor.metadata["parity"]["max_abs_diff"] < 1e-3
     image = sorted((tiny_root / "images").glob("*.jpg"))[0]

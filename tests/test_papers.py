@@ -154,6 +154,14 @@ def test_benchmark_of_the_shipped_model_writes_maps_table_and_negatives(tmp_path
         port.append(main_m_dice(np.asarray(Image.open(p)), truth))
     assert clinic["meanDic"]["value"] == pytest.approx(np.stack(port).mean(0).mean(), abs=0.002)
     assert 0.0 <= clinic["dice"]["value"] <= 1.0  # ours, thresholded, reported beside
+    # per frame: Dice is the harmonic mean of precision and recall; the worst frames drawn
+    rows = pd.read_csv(tmp_path / "out" / "cvc-clinicdb" / "per_image.csv")
+    p, r = rows.precision, rows.recall
+    assert np.allclose(rows.dice, np.where(p + r > 0, 2 * p * r / (p + r + 1e-12), 0), atol=1e-4)
+    worst = Image.open(tmp_path / "out" / "cvc-clinicdb" / "worst_cases.png")
+    assert worst.height == 4 * 204  # the four frames, one row each
+    flagged = Image.open(tmp_path / "out" / "neg" / "worst_cases.png")  # largest false areas
+    assert flagged.height == min(8, negatives["frames_with_polyp"]) * 204
     assert negatives["images"] == 20 and 0 <= negatives["frames_with_polyp"] <= 20
     table = (tmp_path / "out" / "results.md").read_text()
     assert "frames with a predicted polyp" in table and "views with a predicted polyp" in table

@@ -13,6 +13,7 @@ or val source has polyp-free frames, so ``polyp_free_views: true`` makes them fr
 from __future__ import annotations
 
 import csv
+import heapq
 import json
 import re
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from PIL import Image
 
 from polypseg.data.roots import resolve_data_dir
 from polypseg.evaluation.papers import PAPER_METRICS, PaperScores, paper_map
-from polypseg.evaluation.report import resamples
+from polypseg.evaluation.report import gallery, resamples
 from polypseg.runtime.io import atomic_path, list_images, read_mask, read_rgb
 from polypseg.runtime.processing import binarize_mask, postprocess, preprocess
 from polypseg.runtime.tta import TTA
@@ -191,11 +192,15 @@ def flagged_share(rows: list[dict], unit: str = "frames") -> dict:
     }
 
 
-def score_set(test_set: TestSet, data_dir: Path, source: MapSource, out: Path) -> dict:
-    """Score one set; writes its maps (model only) and per-image CSV under ``out``."""
+def score_set(
+    test_set: TestSet, data_dir: Path, source: MapSource, out: Path, worst_k: int = 8
+) -> dict:
+    """Score one set; writes its maps (model only), per-image CSV and ``worst_cases.png``, where to
+    look for failure modes: the ``worst_k`` lowest-Dice frames, or of polyp-free frames those with
+    the largest predicted area."""
     from rich.progress import track
 
-    papers, rows = PaperScores(), []
+    papers, rows, worst = PaperScores(), [], []
     for name, image_path, mask_path in track(
         samples(test_set, data_dir), description=f"{test_set.key:>20}"
     ):
@@ -205,15 +210,36 @@ def score_set(test_set: TestSet, data_dir: Path, source: MapSource, out: Path) -
             with atomic_path(out / "maps" / f"{name}.png") as tmp:
                 Image.fromarray(the_map).save(tmp, format="PNG")
         row = {"name": name, "predicted_polyp": bool(mask.any())}
-        if not test_set.negatives:
-            both = np.logical_and(mask, truth).sum()
-            row["dice"] = float(2 * both / (mask.sum() + truth.sum())) if truth.any() else 0.0
+        if test_set.negatives:
+            badness = float(mask.mean())  # share of the frame marked as polyp
+        else:
+            row.update(overlap(mask, truth))
             row.update(papers.add(the_map, truth))
+            badness = 1.0 - row["dice"]
+        if badness > 0:  # a bounded min-heap keeps only the worst frames' masks in memory
+            heapq.heappush(worst, (badness, len(rows), image_path, truth, mask))
+            if len(worst) > worst_k:
+                heapq.heappop(worst)
         rows.append(row)
     write_rows(out / "per_image.csv", rows, list(rows[0]))
+    if worst:
+        worst.sort(key=lambda w: (-w[0], w[1]))
+        gallery(((read_rgb(w[2]), w[3], w[4]) for w in worst), out / "worst_cases.png")
     if test_set.negatives:
         return flagged_share(rows)
     return {"images": len(rows), **interval_table(papers, rows)}
+
+
+def overlap(mask: np.ndarray, truth: np.ndarray) -> dict:
+    """Dice, precision and recall of one thresholded mask; precision says over- from
+    under-segmentation when Dice is low (an empty prediction has precision 0)."""
+    both = float(np.logical_and(mask, truth).sum())
+    predicted, actual = float(mask.sum()), float(truth.sum())
+    return {
+        "dice": 2 * both / (predicted + actual) if actual else 0.0,
+        "precision": both / predicted if predicted else 0.0,
+        "recall": both / actual if actual else 0.0,
+    }
 
 
 def interval_table(papers: PaperScores, rows: list[dict], draws: int = 1000) -> dict:
@@ -272,7 +298,7 @@ def benchmark(
     mlflow_log: bool = False,
 ) -> dict:
     """Score ``onnx`` (an exported file) or ``maps`` (``<maps>/<key>/<name>.png``, any method's 8-bit maps)
-    on every test set; write maps, per-image CSVs, ``results.json``/``.csv``/``.md``
+    on every test set; write maps, per-image CSVs, each set's ``worst_cases.png``, ``results.json``/``.csv``/``.md``
     under ``output`` and print the table.
 
     Args:

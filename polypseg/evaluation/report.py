@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterable
 from pathlib import Path
 
 import matplotlib
@@ -81,6 +82,24 @@ def _plots(per_image: pd.DataFrame, out: Path) -> list[Path]:
     return paths
 
 
+def gallery(
+    triples: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]], path: Path, height: int = 200
+) -> Path:
+    """One PNG, a row per ``(image, truth, prediction)``: image | truth (green) | prediction (magenta)."""
+    rows = []
+    for image, truth, pred in triples:
+        strip = triptych(image, truth, pred)
+        width = max(1, round(strip.shape[1] * height / strip.shape[0]))
+        rows.append(np.asarray(Image.fromarray(strip).resize((width, height))))
+    width = max(r.shape[1] for r in rows)
+    canvas = np.full((len(rows) * (height + 4), width, 3), 255, np.uint8)
+    for i, r in enumerate(rows):
+        canvas[i * (height + 4) : i * (height + 4) + height, : r.shape[1]] = r
+    with atomic_path(path) as tmp:
+        Image.fromarray(canvas).save(tmp, format="PNG")
+    return path
+
+
 def worst_gallery(
     per_image: pd.DataFrame,
     probabilities: dict[str, np.ndarray],
@@ -90,21 +109,16 @@ def worst_gallery(
     k: int = 8,
     height: int = 200,
 ) -> Path:
-    """The ``k`` lowest-Dice images: image | truth (green) | prediction (magenta)."""
-    rows = []
-    for row in per_image.nsmallest(k, "dice").itertuples():
-        image = read_rgb(root / row.image)
-        truth = binarize_mask(read_mask(root / row.mask))
-        pred = postprocess(probabilities[row.name], image.shape[0], image.shape[1], processing)
-        strip = triptych(image, truth, pred)
-        width = max(1, round(strip.shape[1] * height / strip.shape[0]))
-        rows.append(np.asarray(Image.fromarray(strip).resize((width, height))))
-    width = max(r.shape[1] for r in rows)
-    canvas = np.full((len(rows) * (height + 4), width, 3), 255, np.uint8)
-    for i, r in enumerate(rows):
-        canvas[i * (height + 4) : i * (height + 4) + height, : r.shape[1]] = r
-    Image.fromarray(canvas).save(path)
-    return path
+    """The ``k`` lowest-Dice images of a report, drawn with :func:`gallery`."""
+
+    def triples():
+        for row in per_image.nsmallest(k, "dice").itertuples():
+            image = read_rgb(root / row.image)
+            truth = binarize_mask(read_mask(root / row.mask))
+            pred = postprocess(probabilities[row.name], image.shape[0], image.shape[1], processing)
+            yield image, truth, pred
+
+    return gallery(triples(), path, height)
 
 
 def write_report(

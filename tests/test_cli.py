@@ -661,6 +661,44 @@ def test_distill_overlay_learns_from_a_teacher_file_and_ships_the_student_alone(
         main([*args, f"--model.teacher={teacher}"])
 
 
+def test_init_weights_starts_a_fit_from_a_trained_checkpoint(
+    run_dir, tmp_path, tiny_root, monkeypatch
+):
+    """``--model.init_weights``: a fit starts from a trained network (fine-tuning on new frames or
+    at another input size), the checkpoint records where from, and a network of another shape is
+    refused with the tensors that differ."""
+    import torch
+
+    from polypseg.models.checkpoints import CheckpointError, load_checkpoint
+    from polypseg.models.module import PolypSegModule
+    from polypseg.models.networks import SegmentationNetwork
+
+    trained = run_dir / "checkpoints" / "smoke" / "last.ckpt"
+    state = load_checkpoint(trained)["state_dict"]
+    network = SegmentationNetwork(decoder_channels=(32, 16, 8, 8, 8))
+    module = PolypSegModule(network, image_size=64, init_weights=str(trained))
+    imagenet = {k: v.clone() for k, v in network.state_dict().items()}
+    module.setup("validate")  # only a fit starts from it
+    assert all(torch.equal(v, imagenet[k]) for k, v in network.state_dict().items())
+    module.setup("fit")
+    assert all(torch.equal(v, state[f"network.{k}"]) for k, v in network.state_dict().items())
+    assert not all(torch.equal(v, imagenet[k]) for k, v in network.state_dict().items())
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("POLYPSEG_DATA_ROOT", str(tiny_root))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    args = ["fit", "--config", SMOKE, f"--data.split_file={tiny_root / 'split.csv'}"]
+    args.append(f"--model.init_weights={trained}")
+    # a learning rate of 0 keeps the parameters where the fit started
+    main([*args, "--model.optimizer=torch.optim.SGD", "--model.optimizer.lr=0"])
+    tuned = torch.load("checkpoints/smoke/last.ckpt", weights_only=True)
+    assert tuned["hyper_parameters"]["init_weights"] == str(trained)
+    names = [f"network.{k}" for k, _ in network.named_parameters()]
+    assert all(torch.equal(tuned["state_dict"][k], state[k]) for k in names)
+    with pytest.raises(CheckpointError, match=r"does not match model.network \(\d+ of \d+ tensors"):
+        main([*args, "--model.network.init_args.decoder_channels=[16, 8, 8, 8, 8]"])
+
+
 # --- trust: no code from checkpoints, no wrong model silently, short messages -------------------
 
 

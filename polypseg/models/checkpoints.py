@@ -66,6 +66,40 @@ def load_checkpoint(path: str | Path) -> dict:
     return checkpoint
 
 
+def network_weights(path: str | Path, into: torch.nn.Module) -> None:
+    """Copy the ``network.*`` weights of the polypseg checkpoint at ``path`` into ``into``
+    (fine-tuning a trained model: on a new hospital's frames, or at another input size).
+
+    Args:
+        path: a polypseg checkpoint, read weights-only (:func:`load_checkpoint`).
+        into: the network to fill; it must have the same architecture, encoder and decoder.
+
+    Raises:
+        CheckpointError: unreadable, or its network differs from ``into`` (names the tensors).
+
+    Example:
+        >>> from polypseg.models.networks import SegmentationNetwork
+        >>> network = SegmentationNetwork(encoder_weights=None)
+        >>> network_weights("models/polypseg.ckpt", network)
+    """
+    prefix = "network."
+    state = load_checkpoint(path)["state_dict"]
+    weights = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+    own = into.state_dict()
+    differ = sorted(
+        k
+        for k in own.keys() | weights.keys()
+        if k not in own or k not in weights or own[k].shape != weights[k].shape
+    )
+    if differ:
+        raise CheckpointError(
+            f"{path}: its network does not match model.network ({len(differ)} of {len(own)} "
+            f"tensors differ, e.g. {differ[:3]}); use a checkpoint of the same arch, "
+            "encoder_name, decoder_channels and deep_supervision"
+        )
+    into.load_state_dict(weights, strict=True)
+
+
 def save_checkpoint(checkpoint: dict, path: str | Path) -> Path:
     """Write ``checkpoint`` to ``path`` atomically: a crash never leaves half a file there."""
     path = Path(path)

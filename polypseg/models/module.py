@@ -92,6 +92,11 @@ class PolypSegModule(L.LightningModule):
             one); read weights-only when fitting starts, never saved with this module.
         distill_weight: weight of the distillation term (BCE of the logits against the teacher's
             probabilities, logged as ``train/distill``) added to ``loss``.
+        init_weights: a polypseg checkpoint (e.g. ``models/polypseg.ckpt``) whose network weights
+            start the fit instead of the encoder's ImageNet weights: fine-tuning a trained model
+            on your own frames or at another ``image_size``. Read weights-only when fitting
+            starts; ``--ckpt_path`` (resume) still wins. Threshold and clean-up are not copied:
+            tune them again on val.
         tta: average views of each image at validation/test/predict time (ttach): ``true`` or
             ``flips`` the four flips, ``d4`` the eight rotations and mirrors.
         channels_last: NHWC memory format; about 10% faster convolutions on CPU.
@@ -122,6 +127,7 @@ class PolypSegModule(L.LightningModule):
         encoder_lr_scale: float = 1.0,
         teacher: str | None = None,
         distill_weight: float = 1.0,
+        init_weights: str | None = None,
         tta: TTA = False,
         channels_last: bool = True,
     ):
@@ -145,6 +151,7 @@ class PolypSegModule(L.LightningModule):
         # a plain attribute, not a submodule: the teacher stays out of state_dict and exports
         self.teacher_path, self.distill_weight = teacher, distill_weight
         self.teacher: Teacher | None = None
+        self.init_weights = init_weights
         self.mean_metrics = nn.ModuleDict(
             {f"{stage}_{name}": MeanMetric() for stage in ("train",) for name in ("dice", "iou")}
         )
@@ -247,6 +254,14 @@ class PolypSegModule(L.LightningModule):
                 "model.loss: {class_path: monai.losses.DeepSupervisionLoss, init_args: {loss: …}} "
                 "(configs/deep_supervision.yaml)"
             )
+
+    def setup(self, stage: str) -> None:
+        """Fill the network from ``init_weights`` before a fit. Lightning restores ``--ckpt_path``
+        after this hook, so a resumed run keeps its own weights."""
+        if stage == "fit" and self.init_weights:
+            from polypseg.models.checkpoints import network_weights
+
+            network_weights(self.init_weights, self.network)
 
     def on_fit_start(self) -> None:
         """Load the teacher only to train: a checkpoint of this module rebuilds (tune, export,

@@ -536,6 +536,15 @@ def test_shipped_recipes_resolve(capsys, monkeypatch, tmp_path):
     assert loss["init_args"]["per_image"] is True
     assert dice_bce["model"] == {k: v for k, v in recipe["model"].items() if k != "loss"}
     assert dice_bce["data"] == recipe["data"] and dice_bce["trainer"] == recipe["trainer"]
+    tuned = resolved("unet.yaml", "unet-192.yaml", "unet-192-finetune.yaml")
+    assert tuned["model"].pop("init_weights") == "models/polypseg.ckpt"
+    assert tuned["model"].pop("optimizer")["init_args"]["lr"] == 0.1 * recipe["model"]["optimizer"][
+        "init_args"
+    ].pop("lr")
+    assert tuned["trainer"].pop("max_epochs") == 8 and tuned["data"] == fast_model["data"]
+    assert {k: v for k, v in tuned["model"].items() if k != "optimizer"} == {
+        k: v for k, v in recipe["model"].items() if k not in ("optimizer", "init_weights")
+    }
 
 
 def test_ensemble_checkpoint_tests_and_exports_like_any_model(

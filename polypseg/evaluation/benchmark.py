@@ -28,6 +28,7 @@ from polypseg.data.roots import resolve_data_dir
 from polypseg.evaluation.papers import PAPER_METRICS, PaperScores, paper_map
 from polypseg.evaluation.report import gallery, resamples
 from polypseg.runtime.io import atomic_path, list_images, read_mask, read_rgb
+from polypseg.runtime.metrics import overlap_scores
 from polypseg.runtime.processing import binarize_mask, postprocess, preprocess
 from polypseg.runtime.tta import TTA
 
@@ -213,7 +214,8 @@ def score_set(
         if test_set.negatives:
             badness = float(mask.mean())  # share of the frame marked as polyp
         else:
-            row.update(overlap(mask, truth))
+            scores = overlap_scores(mask, truth, ("dice", "precision", "recall"))
+            row.update({k: float(v[0]) for k, v in scores.items()})
             row.update(papers.add(the_map, truth))
             badness = 1.0 - row["dice"]
         if badness > 0:  # a bounded min-heap keeps only the worst frames' masks in memory
@@ -228,18 +230,6 @@ def score_set(
     if test_set.negatives:
         return flagged_share(rows)
     return {"images": len(rows), **interval_table(papers, rows)}
-
-
-def overlap(mask: np.ndarray, truth: np.ndarray) -> dict:
-    """Dice, precision and recall of one thresholded mask; precision says over- from
-    under-segmentation when Dice is low (an empty prediction has precision 0)."""
-    both = float(np.logical_and(mask, truth).sum())
-    predicted, actual = float(mask.sum()), float(truth.sum())
-    return {
-        "dice": 2 * both / (predicted + actual) if actual else 0.0,
-        "precision": both / predicted if predicted else 0.0,
-        "recall": both / actual if actual else 0.0,
-    }
 
 
 def interval_table(papers: PaperScores, rows: list[dict], draws: int = 1000) -> dict:

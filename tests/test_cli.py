@@ -545,6 +545,16 @@ def test_shipped_recipes_resolve(capsys, monkeypatch, tmp_path):
     assert {k: v for k, v in tuned["model"].items() if k != "optimizer"} == {
         k: v for k, v in recipe["model"].items() if k not in ("optimizer", "init_weights")
     }
+    swa = resolved("unet.yaml", "swa.yaml")  # appends one callback, continues the default
+    callbacks = swa["trainer"].pop("callbacks")
+    assert callbacks[:-1] == recipe["trainer"].pop("callbacks")
+    assert callbacks[-1]["class_path"] == "lightning.pytorch.callbacks.StochasticWeightAveraging"
+    assert swa["trainer"].pop("max_epochs") == 10 and swa["data"] == recipe["data"]
+    assert swa["model"].pop("init_weights") == "models/polypseg.ckpt"
+    assert swa["model"].pop("optimizer")["init_args"]["lr"] == 0.0002  # a tenth of the recipe's
+    assert swa["model"] == {
+        k: v for k, v in recipe["model"].items() if k not in ("optimizer", "init_weights")
+    }
 
 
 def test_ensemble_checkpoint_tests_and_exports_like_any_model(
@@ -706,6 +716,43 @@ def test_init_weights_starts_a_fit_from_a_trained_checkpoint(
     assert all(torch.equal(tuned["state_dict"][k], state[k]) for k in names)
     with pytest.raises(CheckpointError, match=r"does not match model.network \(\d+ of \d+ tensors"):
         main([*args, "--model.network.init_args.decoder_channels=[16, 8, 8, 8, 8]"])
+
+
+def test_swa_overlay_ships_the_averaged_network(run_dir, tmp_path, tiny_root, monkeypatch):
+    """configs/swa.yaml continues a trained network and leaves the average of its epoch-end weights,
+    BatchNorm statistics recomputed for it, in ``last.ckpt``: the file tune-threshold and export take."""
+    import torch
+
+    from polypseg.models.checkpoints import load_checkpoint
+
+    trained = run_dir / "checkpoints" / "smoke" / "last.ckpt"
+    start = load_checkpoint(trained)["state_dict"]
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("POLYPSEG_DATA_ROOT", str(tiny_root))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    swa = str(REPO / "configs" / "swa.yaml")
+    main(
+        [
+            "fit",
+            "--config",
+            SMOKE,
+            "--config",
+            swa,
+            f"--data.split_file={tiny_root / 'split.csv'}",
+            f"--model.init_weights={trained}",
+            "--trainer.max_epochs=3",
+        ]
+    )
+    ckpt = torch.load("checkpoints/smoke/last.ckpt", weights_only=True)
+    (averaging,) = [v for k, v in ckpt["callbacks"].items() if "StochasticWeightAveraging" in k]
+    assert averaging["n_averaged"] == 2  # the ends of epochs 1 and 2
+    state, average = ckpt["state_dict"], averaging["average_model_state"]
+    weights = [k for k in state if k.endswith(".weight") and "network." in k]
+    assert all(torch.equal(state[k], average[k]) for k in weights)
+    assert not all(torch.equal(state[k], start[k]) for k in weights)
+    means = [k for k in state if k.endswith("running_mean")]
+    assert not all(torch.allclose(state[k], start[k]) for k in means)  # recomputed, not the start's
+    assert load_checkpoint("checkpoints/smoke/last.ckpt")["state_dict"].keys() == start.keys()
 
 
 # --- trust: no code from checkpoints, no wrong model silently, short messages -------------------

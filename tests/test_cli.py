@@ -26,6 +26,19 @@ pytestmark = pytest.mark.data  # reads images from ../shared/data
 SMOKE = str(REPO / "configs" / "smoke.yaml")
 
 
+def smoke(command: str, tiny_root, *extra: str, overlays: tuple[str, ...] = ()) -> list[str]:
+    """`polypseg <command>` of the smoke recipe, then ``overlays`` from configs/, on the tiny split."""
+    configs = [arg for name in overlays for arg in ("--config", str(REPO / "configs" / name))]
+    return [
+        command,
+        "--config",
+        SMOKE,
+        *configs,
+        f"--data.split_file={tiny_root / 'split.csv'}",
+        *extra,
+    ]
+
+
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory, tiny_root):
     """A working folder in which `polypseg fit` already ran once."""
@@ -34,14 +47,19 @@ def run_dir(tmp_path_factory, tiny_root):
         mp.chdir(work)
         mp.setenv("POLYPSEG_DATA_ROOT", str(tiny_root))
         mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{work}/mlflow.db")
-        main(["fit", "--config", SMOKE, f"--data.split_file={tiny_root / 'split.csv'}"])
+        main(smoke("fit", tiny_root))
     return work
 
 
-def cli(run_dir, tiny_root, monkeypatch, *args):
-    monkeypatch.chdir(run_dir)
+def work_in(folder, tiny_root, monkeypatch) -> None:
+    """Make ``folder`` the CLI's working folder, on the tiny data root, with its own MLflow store."""
+    monkeypatch.chdir(folder)
     monkeypatch.setenv("POLYPSEG_DATA_ROOT", str(tiny_root))
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{run_dir}/mlflow.db")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{folder}/mlflow.db")
+
+
+def cli(run_dir, tiny_root, monkeypatch, *args):
+    work_in(run_dir, tiny_root, monkeypatch)
     main(list(args))
 
 
@@ -78,12 +96,7 @@ def test_resume_from_last_follows_every_epoch_when_val_plateaus(run_dir, tiny_ro
         run_dir,
         tiny_root,
         monkeypatch,
-        "fit",
-        "--config",
-        SMOKE,
-        f"--data.split_file={tiny_root / 'split.csv'}",
-        "--trainer.max_epochs=2",
-        "--ckpt_path=last",
+        *smoke("fit", tiny_root, "--trainer.max_epochs=2", "--ckpt_path=last"),
     )
     state = torch.load(ckpt_dir / "last.ckpt", weights_only=False)
     assert (
@@ -98,12 +111,7 @@ def smoke_test(run_dir, tiny_root, monkeypatch, *extra):
         run_dir,
         tiny_root,
         monkeypatch,
-        "test",
-        "--config",
-        SMOKE,
-        f"--data.split_file={tiny_root / 'split.csv'}",
-        "--ckpt_path=checkpoints/smoke/last.ckpt",
-        *extra,
+        *smoke("test", tiny_root, "--ckpt_path=checkpoints/smoke/last.ckpt", *extra),
     )
 
 
@@ -130,10 +138,7 @@ def test_predict_writes_masks_at_original_size(run_dir, tiny_root, monkeypatch):
         run_dir,
         tiny_root,
         monkeypatch,
-        "predict",
-        "--config",
-        SMOKE,
-        f"--data.split_file={tiny_root / 'split.csv'}",
+        *smoke("predict", tiny_root),
         "--ckpt_path=checkpoints/smoke/last.ckpt",
         "--trainer.callbacks+=polypseg.callbacks.MaskWriter",
         "--trainer.callbacks.output_dir=predicted",
@@ -209,9 +214,7 @@ def test_final_fit_on_all_of_train_inherits_val_chosen_settings(
 
     split = pd.read_csv(tiny_root / "split.csv").replace({"split": {"val": "train"}})
     split.to_csv(tmp_path / "no_val.csv", index=False)
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("POLYPSEG_DATA_ROOT", str(tiny_root))
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    work_in(tmp_path, tiny_root, monkeypatch)
     main(
         [
             "fit",
@@ -623,20 +626,8 @@ def test_deep_supervision_overlay_trains_and_ships_a_plain_model(tmp_path, tiny_
 
     from polypseg.models.checkpoints import load_module
 
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("POLYPSEG_DATA_ROOT", str(tiny_root))
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
-    overlay = str(REPO / "configs" / "deep_supervision.yaml")
-    main(
-        [
-            "fit",
-            "--config",
-            SMOKE,
-            "--config",
-            overlay,
-            f"--data.split_file={tiny_root / 'split.csv'}",
-        ]
-    )
+    work_in(tmp_path, tiny_root, monkeypatch)
+    main(smoke("fit", tiny_root, overlays=("deep_supervision.yaml",)))
     state = torch.load("checkpoints/smoke/last.ckpt", weights_only=False)
     assert state["hyper_parameters"]["loss"]["class_path"] == "monai.losses.DeepSupervisionLoss"
     assert {"network.aux_heads.0.weight", "network.aux_heads.1.weight"} <= state[
@@ -663,11 +654,8 @@ def test_distill_overlay_learns_from_a_teacher_file_and_ships_the_student_alone(
     teacher = shutil.copy(
         run_dir / "checkpoints" / "smoke" / "last.ckpt", tmp_path / "teacher.ckpt"
     )
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("POLYPSEG_DATA_ROOT", str(tiny_root))
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
-    args = ["fit", "--config", SMOKE, "--config", str(REPO / "configs" / "distill.yaml")]
-    args.append(f"--data.split_file={tiny_root / 'split.csv'}")
+    work_in(tmp_path, tiny_root, monkeypatch)
+    args = smoke("fit", tiny_root, overlays=("distill.yaml",))
     main([*args, f"--model.teacher={teacher}"])
     run = mlflow.search_runs(experiment_names=["polypseg-smoke"], output_format="list")[0]
     assert run.data.metrics["train/distill"] > 0
@@ -703,11 +691,8 @@ def test_init_weights_starts_a_fit_from_a_trained_checkpoint(
     assert all(torch.equal(v, state[f"network.{k}"]) for k, v in network.state_dict().items())
     assert not all(torch.equal(v, imagenet[k]) for k, v in network.state_dict().items())
 
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("POLYPSEG_DATA_ROOT", str(tiny_root))
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
-    args = ["fit", "--config", SMOKE, f"--data.split_file={tiny_root / 'split.csv'}"]
-    args.append(f"--model.init_weights={trained}")
+    work_in(tmp_path, tiny_root, monkeypatch)
+    args = smoke("fit", tiny_root, f"--model.init_weights={trained}")
     # a learning rate of 0 keeps the parameters where the fit started
     main([*args, "--model.optimizer=torch.optim.SGD", "--model.optimizer.lr=0"])
     tuned = torch.load("checkpoints/smoke/last.ckpt", weights_only=True)
@@ -727,22 +712,9 @@ def test_swa_overlay_ships_the_averaged_network(run_dir, tmp_path, tiny_root, mo
 
     trained = run_dir / "checkpoints" / "smoke" / "last.ckpt"
     start = load_checkpoint(trained)["state_dict"]
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("POLYPSEG_DATA_ROOT", str(tiny_root))
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
-    swa = str(REPO / "configs" / "swa.yaml")
-    main(
-        [
-            "fit",
-            "--config",
-            SMOKE,
-            "--config",
-            swa,
-            f"--data.split_file={tiny_root / 'split.csv'}",
-            f"--model.init_weights={trained}",
-            "--trainer.max_epochs=3",
-        ]
-    )
+    work_in(tmp_path, tiny_root, monkeypatch)
+    init = f"--model.init_weights={trained}"
+    main(smoke("fit", tiny_root, init, "--trainer.max_epochs=3", overlays=("swa.yaml",)))
     ckpt = torch.load("checkpoints/smoke/last.ckpt", weights_only=True)
     (averaging,) = [v for k, v in ckpt["callbacks"].items() if "StochasticWeightAveraging" in k]
     assert averaging["n_averaged"] == 2  # the ends of epochs 1 and 2
